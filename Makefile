@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`. Each sets up .venv first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AUTOINTERP_HOME ?= $(CURDIR)/.autointerp
+export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
+
+# Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
+DEMO_ARGS ?= --layers all --excerpts 2000
+
+.PHONY: setup demo test lint ui bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/autointerp run $(DEMO_ARGS)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: lint
+	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+ui: setup
+	$(BIN)/autointerp ui
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""corpus: fixed-length token excerpts of the configured text source, tokenized for one model."""
+
+import dagster as dg
+import polars as pl
+
+from autointerp.config import ModelSpec, Settings
+from autointerp.corpus import build_corpus, corpus_summary, iter_documents
+from autointerp.hashing import content_hash
+from resources.subject_models import SubjectModels
+
+LOGIC_VERSION = "corpus-1"
+
+
+class CorpusConfig(dg.Config):
+    max_excerpts: int | None = None  # None: the configured default (every excerpt the source has)
+
+
+def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[model.key_prefix, "corpus"],
+        group_name=model.key_prefix,
+        code_version=f"{LOGIC_VERSION}-{content_hash(settings.corpus, model)}",
+        description=(
+            f"Excerpts of {settings.corpus.excerpt_tokens} tokens of `{settings.corpus.source}`, "
+            f"tokenized by {model.name}: excerpt_id, text, tokens, token_ids, source, license."
+        ),
+        kinds={"delta", "polars"},
+    )
+    def corpus(
+        context: dg.AssetExecutionContext, config: CorpusConfig, subject_models: SubjectModels
+    ) -> pl.DataFrame:
+        subject = subject_models.load(model)
+        documents = iter_documents(
+            settings.corpus, downloads=settings.downloads, allow_hub=subject_models.allow_hub
+        )
+        frame = build_corpus(
+            documents,
+            subject.tokenizer,
+            excerpt_tokens=settings.corpus.excerpt_tokens,
+            context_length=subject.context_length,
+            max_excerpts=config.max_excerpts or settings.corpus.max_excerpts,
+        )
+        context.add_output_metadata(
+            {**corpus_summary(frame), "max_excerpts": config.max_excerpts or "all"}
+        )
+        return frame
+
+    return corpus

@@ -1,0 +1,55 @@
+"""neuron_records[layer]: per neuron, top-k and sampled excerpts with per-token activations, and
+the moments of its activations. One forward pass serves every layer partition of a run."""
+
+import dagster as dg
+import polars as pl
+
+from autointerp.capture import capture_records
+from autointerp.config import ModelSpec, Settings
+from autointerp.hashing import content_hash
+from autointerp.progress import ProgressLog
+from resources.subject_models import SubjectModels
+
+LOGIC_VERSION = "neuron-records-1"
+
+
+def neuron_records_asset(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[model.key_prefix, "neuron_records"],
+        ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
+        partitions_def=layers,
+        # Several layer partitions in one run share one forward pass over the corpus.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=model.key_prefix,
+        code_version=f"{LOGIC_VERSION}-{content_hash(settings.records, model)}",
+        description=(
+            f"One row per neuron of a {model.name} layer: the top {settings.records.top_k} "
+            f"excerpts by max activation, {settings.records.random_k} random excerpts, "
+            f"{settings.records.quantile_k} per quantile band, with per-token activations; mean, "
+            "variance, skewness, kurtosis, max and quantile boundaries."
+        ),
+        metadata={"partition_column": "layer"},
+        kinds={"delta", "polars", "pytorch"},
+    )
+    def neuron_records(
+        context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
+    ) -> pl.DataFrame:
+        layers_run = sorted(int(key) for key in context.partition_keys)
+        subject = subject_models.load(model)
+        context.log.info(
+            f"capturing layers {layers_run} of {model.name} over {corpus.height:,} excerpts "
+            f"({subject.dtype}, {subject.device}, batch {model.batch_size})"
+        )
+        frame = capture_records(
+            subject,
+            corpus,
+            layers_run,
+            settings.records,
+            progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
+        )
+        context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
+        return frame
+
+    return neuron_records

@@ -1,0 +1,31 @@
+"""top_k_excerpts[layer]: each neuron's excerpts in the reference splits (train / calibration /
+valid / test; top and random 1:1 in the scoring splits), one row per excerpt naming its split."""
+
+import dagster as dg
+import polars as pl
+
+from autointerp.config import ModelSpec
+from autointerp.splits import split_records
+
+LOGIC_VERSION = "top-k-excerpts-1"
+
+
+def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[model.key_prefix, "top_k_excerpts"],
+        ins={"neuron_records": dg.AssetIn(key=[model.key_prefix, "neuron_records"])},
+        partitions_def=layers,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=model.key_prefix,
+        code_version=LOGIC_VERSION,
+        description=(
+            "The reference method's splits of every neuron's excerpts: the explainer sees the "
+            "train top records; calibration, valid and test mix top and random records 1:1."
+        ),
+        metadata={"partition_column": "layer"},
+        kinds={"delta", "polars"},
+    )
+    def top_k_excerpts(neuron_records: pl.DataFrame) -> pl.DataFrame:
+        return split_records(neuron_records)
+
+    return top_k_excerpts

@@ -1,0 +1,207 @@
+"""Delta tables, the project's storage: partition-exact writes, pruned reads, time travel.
+
+A write of partitions replaces exactly those partitions in one commit (an overwrite with a
+`<column> IN (...)` predicate) and never touches another; a frame holding rows of a partition it
+was not asked to write is refused, so a bug cannot write into a neighbour. A crash before the
+commit leaves the table at its previous version: Delta only sees data files once a commit names
+them. URIs are local paths or `s3://`, `gs://`, `az://` URIs with their `storage_options`.
+
+Partition values may be given as strings (Dagster's partition keys, e.g. "5") or typed values;
+they are compared as the partition column's type, so integer partition columns work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from autointerp.errors import InputError
+
+PartitionValue = int | str
+
+# What reading a damaged table raises: a broken log (DeltaError), a data file gone (OSError), a
+# data file that is not parquet (polars' reader panics or reports a compute error).
+_UNREADABLE = (DeltaError, OSError, pl.exceptions.ComputeError, pl.exceptions.PanicException)
+
+
+class TableNotMaterializedError(InputError):
+    """The table does not exist yet: nothing has written it."""
+
+
+def write_partitions(
+    uri: str,
+    frame: pl.DataFrame,
+    *,
+    partition_column: str | None,
+    partitions: Sequence[PartitionValue] | None,
+    commit_metadata: Mapping[str, str],
+    storage_options: Mapping[str, str] | None = None,
+) -> int:
+    """Write `frame` in one commit and return the Delta version it created.
+
+    With a partition column, exactly `partitions` are replaced (schema additions merge);
+    without one, the whole table is replaced, schema included. The first write creates the table.
+    """
+    if partition_column is None:
+        if partitions is not None:
+            raise InputError(f"{uri}: partitions {list(partitions)} given without a column")
+        # partition_by=[] also unpartitions a table that was once partitioned.
+        layout: dict[str, Any] = {"partition_by": [], "schema_mode": "overwrite"}
+    else:
+        values = _checked_partitions(uri, frame, partition_column, partitions)
+        layout = {
+            "predicate": _in_predicate(partition_column, values),
+            "partition_by": [partition_column],
+            "schema_mode": "merge",
+        }
+    options = dict(storage_options) if storage_options else None
+    existing = _open_for_write(uri, options)
+    write_deltalake(
+        existing if existing is not None else uri,
+        frame.to_arrow(),
+        mode="overwrite",
+        storage_options=options,
+        commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)),
+        **layout,
+    )
+    # A table object written through holds the version of its own commit, even when another
+    # writer committed meanwhile; a table just created is read back.
+    if existing is not None:
+        return existing.version()
+    return _open(uri, storage_options).version()
+
+
+def read_table(
+    uri: str,
+    *,
+    partition_column: str | None = None,
+    partitions: Sequence[PartitionValue] | None = None,
+    version: int | None = None,
+    columns: Sequence[str] | None = None,
+    storage_options: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """Read a table, or only `partitions` of it (other partitions' files are never opened).
+
+    `version` reads the table as it was at that Delta version (time travel).
+    """
+    table = _open(uri, storage_options, version)
+    names = table.schema().to_arrow().names
+    wanted = [*([partition_column] if partition_column else []), *(columns or [])]
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise InputError(f"Delta table {uri} has no column {missing}; it has {names}")
+    try:
+        scan = pl.scan_delta(table)
+        if partition_column is not None and partitions is not None:
+            dtype = scan.collect_schema()[partition_column]
+            values = _as_column_type(uri, partition_column, partitions, dtype)
+            scan = scan.filter(pl.col(partition_column).is_in(values))
+        if columns is not None:
+            scan = scan.select(columns)
+        return scan.collect()
+    except _UNREADABLE as error:
+        raise _corrupt(uri, error) from error
+
+
+def table_version(uri: str, storage_options: Mapping[str, str] | None = None) -> int | None:
+    """The table's latest Delta version, or None when it has never been written."""
+    try:
+        return _open(uri, storage_options).version()
+    except TableNotMaterializedError:
+        return None
+
+
+def commit_history(
+    uri: str, limit: int | None = None, storage_options: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The table's commits, newest first, each with its custom metadata as top-level keys."""
+    return _open(uri, storage_options).history(limit)
+
+
+def _open(
+    uri: str, storage_options: Mapping[str, str] | None, version: int | None = None
+) -> DeltaTable:
+    options = dict(storage_options) if storage_options else None
+    try:
+        table = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError as error:
+        raise TableNotMaterializedError(
+            f"Delta table {uri} has not been materialized yet; materialize its asset first"
+        ) from error
+    except _UNREADABLE as error:
+        raise _corrupt(uri, error) from error
+    if version is None or version == table.version():
+        return table
+    if not 0 <= version <= table.version():
+        raise InputError(f"Delta table {uri} has versions 0 to {table.version()}, not {version}")
+    try:
+        table.load_as_version(version)
+    except _UNREADABLE as error:
+        raise _corrupt(uri, error) from error
+    return table
+
+
+def _open_for_write(uri: str, options: dict[str, str] | None) -> DeltaTable | None:
+    """The existing table, or None for a first write; a corrupt table is never written over."""
+    try:
+        return _open(uri, options)
+    except TableNotMaterializedError:
+        return None
+
+
+def _corrupt(uri: str, error: BaseException) -> InputError:
+    return InputError(
+        f"Delta table {uri} is corrupt or unreadable ({type(error).__name__}: {error}); "
+        "restore it, or delete it and materialize its asset again"
+    )
+
+
+def _checked_partitions(
+    uri: str,
+    frame: pl.DataFrame,
+    column: str,
+    partitions: Sequence[PartitionValue] | None,
+) -> list[Any]:
+    """`partitions` in the column's type, after refusing rows of any partition not listed."""
+    if not partitions:
+        raise InputError(f"{uri}: name the partitions of {column!r} to write")
+    if column not in frame.columns:
+        raise InputError(f"{uri}: the frame has no partition column {column!r}")
+    values = _as_column_type(uri, column, partitions, frame.schema[column])
+    present = frame.get_column(column).unique()
+    stray = present.filter(~present.is_in(values) | present.is_null())
+    if stray.len():
+        raise InputError(
+            f"{uri}: the frame holds rows of {column} {stray.to_list()}, "
+            f"but only {values} are being written"
+        )
+    return values
+
+
+def _as_column_type(
+    uri: str, column: str, values: Sequence[PartitionValue], dtype: pl.DataType
+) -> list[Any]:
+    try:
+        return pl.Series(column, [str(value) for value in values]).cast(dtype).to_list()
+    except pl.exceptions.InvalidOperationError as error:
+        raise InputError(
+            f"{uri}: partitions {list(values)} are not of {column}'s type {dtype}"
+        ) from error
+
+
+def _in_predicate(column: str, values: Sequence[Any]) -> str:
+    return f'"{column}" IN ({", ".join(_sql_literal(value) for value in values)})'
+
+
+def _sql_literal(value: Any) -> str:
+    if not isinstance(value, int | str):
+        raise InputError(
+            f"partition value {value!r}: only integer and string partitions are supported"
+        )
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"

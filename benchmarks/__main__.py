@@ -1,0 +1,17 @@
+"""`python -m benchmarks` (or `make bench`): every benchmark, results printed and saved as JSON
+under benchmarks/results/. Ratios compare against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from benchmarks import capture, memory
+
+BENCHMARKS = {"capture": capture.main, "memory": memory.main}
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or list(BENCHMARKS)
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        print(json.dumps(BENCHMARKS[name](), indent=2, default=str), flush=True)

@@ -1,0 +1,62 @@
+"""Shared set-up for benchmarks: the offline default model and a slice of its corpus."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from autointerp.config import Settings, load_settings, prepare_home
+from autointerp.corpus import build_corpus, iter_documents
+from autointerp.subject_model import SubjectModel, load_subject_model
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def default_settings() -> Settings:
+    settings = load_settings()
+    prepare_home(settings.home)
+    return settings
+
+
+def subject(settings: Settings, dtype: str | None = None) -> SubjectModel:
+    spec = settings.model()
+    if dtype:
+        from dataclasses import replace
+
+        spec = replace(spec, dtype=dtype)
+    return load_subject_model(
+        spec, cache_dir=settings.model_cache, downloads=settings.downloads, allow_hub=False
+    )
+
+
+def corpus(settings: Settings, model: SubjectModel, excerpts: int) -> pl.DataFrame:
+    documents = iter_documents(settings.corpus, downloads=settings.downloads, allow_hub=False)
+    return build_corpus(
+        documents,
+        model.tokenizer,
+        excerpt_tokens=settings.corpus.excerpt_tokens,
+        context_length=model.context_length,
+        max_excerpts=excerpts,
+        progress=False,
+    )
+
+
+def best_of(repeats: int, *works: Callable[[], object]) -> list[float]:
+    """The fastest of `repeats` timings of each work, run interleaved: the least disturbed by
+    other load on a shared machine, and disturbed alike."""
+    times: list[list[float]] = [[] for _ in works]
+    for _ in range(repeats):
+        for work, spent in zip(works, times, strict=True):
+            start = time.perf_counter()
+            work()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
+
+
+def save(name: str, result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))

@@ -1,0 +1,43 @@
+"""The code location: every declared subject model's asset graph, its resources and jobs.
+
+`dagster dev -w workspace.yaml` loads `defs`; `make ui` starts it with DAGSTER_HOME under
+AUTOINTERP_HOME so that runs launched from the `autointerp` CLI appear in the UI and the reverse.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import model_assets
+from autointerp.config import ModelSpec, Settings, load_settings
+from resources.delta_io import DeltaIOManager
+from resources.subject_models import SubjectModels
+
+
+def resources(settings: Settings) -> dict[str, object]:
+    return {
+        "io_manager": DeltaIOManager(root_uri=str(settings.delta_root)),
+        "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
+    }
+
+
+def records_job_name(model: ModelSpec) -> str:
+    return f"{model.key_prefix}_records"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    assets = [
+        asset for model in settings.models.values() for asset in model_assets(settings, model)
+    ]
+    jobs = [
+        dg.define_asset_job(
+            records_job_name(model),
+            selection=dg.AssetSelection.groups(model.key_prefix),
+            description=f"Corpus, neuron records and reference splits of {model.name}.",
+        )
+        for model in settings.models.values()
+    ]
+    return dg.Definitions(assets=assets, jobs=jobs, resources=resources(settings))
+
+
+defs = build_definitions(load_settings())

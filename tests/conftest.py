@@ -1,0 +1,123 @@
+"""Shared fixtures: a tiny model and corpus declared in a configuration of their own."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from autointerp.config import Settings, load_settings
+from tests.tiny_models import make_tiny_model
+
+WORDS = [
+    "the",
+    "king",
+    "and",
+    "queen",
+    "walked",
+    "in",
+    "the",
+    "garden",
+    "of",
+    "the",
+    "castle",
+    "talking",
+    "of",
+    "love",
+    "war",
+    "and",
+    "bread",
+    "numbers",
+    "like",
+    "1",
+    "2",
+    "3",
+    "and",
+    "42",
+    "appear",
+    "in",
+    "the",
+    "text",
+    "shall",
+    "I",
+    "compare",
+    "thee",
+    "to",
+    "a",
+    "summer's",
+    "day",
+    "thou",
+    "art",
+    "more",
+    "lovely",
+    "def",
+    "main",
+    "return",
+    "print",
+    "hello",
+    "world",
+    "brackets",
+    "keys",
+    "quick",
+    "brown",
+    "fox",
+]
+
+
+def write_text_corpus(folder: Path, n_words: int = 6000, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for doc in range(3):
+        words = [rng.choice(WORDS) for _ in range(n_words // 3)]
+        (folder / f"doc{doc}.txt").write_text(" ".join(words))
+    return folder
+
+
+def write_config(
+    path: Path, model_dir: Path, corpus_dir: Path, *, num_layers: int = 2, extra: str = ""
+) -> Path:
+    path.write_text(
+        f"""
+[autointerp]
+default_model = "tiny"
+
+[models.tiny]
+path = "{model_dir}"
+num_layers = {num_layers}
+dtype = "float32"
+device = "cpu"
+batch_size = 8
+context_length = 64
+
+[models.hub-only]
+hf_id = "openai-community/gpt2"
+num_layers = 12
+
+[corpus]
+source = "text:{corpus_dir}"
+excerpt_tokens = 16
+
+[records]
+top_k = 8
+random_k = 6
+quantile_k = 2
+boundary_pool = 32
+{extra}
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models"), "llama", num_layers=2)
+
+
+@pytest.fixture
+def tiny_settings(tmp_path, tiny_model_dir, monkeypatch) -> Settings:
+    """Settings for the tiny model on a small text corpus, writing under tmp_path/home."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    corpus = write_text_corpus(tmp_path / "corpus")
+    config = write_config(tmp_path / "autointerp.toml", tiny_model_dir, corpus)
+    return load_settings(config, home=tmp_path / "home")

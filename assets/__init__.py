@@ -1,11 +1,21 @@
 """Dagster assets, one module per stage; each model gets its own copy under its key prefix."""
 
+import warnings
+
 import dagster as dg
 
 from assets.corpus import corpus_asset
+from assets.explanations import explanations_assets
 from assets.neuron_records import neuron_records_asset
+from assets.score_summary import score_summary_asset
+from assets.scores import scores_asset
+from assets.simulations import simulations_assets
 from assets.top_k_excerpts import top_k_excerpts_asset
 from autointerp.config import ModelSpec, Settings
+
+# BackfillPolicy is beta in this Dagster version; the graph relies on it deliberately (one forward
+# pass per run over every layer partition), so its notice is not shown on every load.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 def layer_partitions(model: ModelSpec) -> dg.StaticPartitionsDefinition:
@@ -19,4 +29,8 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         corpus_asset(settings, model),
         neuron_records_asset(settings, model, layers),
         top_k_excerpts_asset(model, layers),
+        explanations_assets(settings, model, layers),
+        simulations_assets(settings, model, layers),
+        scores_asset(settings, model, layers),
+        score_summary_asset(model),
     ]

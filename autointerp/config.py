@@ -104,6 +104,10 @@ class Settings:
         return self.home / "models"
 
     @property
+    def llm_cache(self) -> Path:
+        return self.home / "llm_cache"
+
+    @property
     def downloads(self) -> Path:
         return self.home / "downloads"
 

@@ -19,6 +19,18 @@ from autointerp.summary import records_summary
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+# The layer-partitioned assets, materialized together per range of layers: one run, one pass.
+LAYER_ASSETS = [
+    "neuron_records",
+    "top_k_excerpts",
+    "explanations",
+    "explainer_calls",
+    "simulations",
+    "simulator_calls",
+    "scores",
+]
+
+
 def parse_layers(text: str | None, model: ModelSpec) -> list[int]:
     """'0,5,29', '0-29', 'all' (the default) -> sorted layer indices, checked against the model."""
     if text is None or text.strip() == "all":
@@ -104,12 +116,13 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     )
     for low, high in contiguous_ranges(layers):
         materialize(
-            ["neuron_records", "top_k_excerpts"],
+            LAYER_ASSETS,
             tags={
                 "dagster/asset_partition_range_start": str(low),
                 "dagster/asset_partition_range_end": str(high),
             },
         )
+    materialize(["score_summary"])
     print_summary(settings, model, layers)
 
 
@@ -123,9 +136,12 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         partitions=list(layers),
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True):
+    summary = read_table(str(root / "score_summary")).filter(pl.col("layer").is_in(list(layers)))
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
+        print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
+        print(summary.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {root}")
     print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 

@@ -11,6 +11,7 @@ import dagster as dg
 from assets import model_assets
 from autointerp.config import ModelSpec, Settings, load_settings
 from resources.delta_io import DeltaIOManager
+from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
 
 
@@ -18,6 +19,7 @@ def resources(settings: Settings) -> dict[str, object]:
     return {
         "io_manager": DeltaIOManager(root_uri=str(settings.delta_root)),
         "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
+        "llm": LLMClients(cache_dir=str(settings.llm_cache)),
     }
 
 
@@ -33,7 +35,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         dg.define_asset_job(
             records_job_name(model),
             selection=dg.AssetSelection.groups(model.key_prefix),
-            description=f"Corpus, neuron records and reference splits of {model.name}.",
+            description=f"The whole graph of {model.name}: records, explanations, scores.",
         )
         for model in settings.models.values()
     ]

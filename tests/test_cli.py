@@ -36,7 +36,7 @@ def files_of(folder: Path) -> dict[str, str]:
 def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     main(["run", "--layers", "0-1", "--excerpts", "60"])
     out = capsys.readouterr().out
-    assert "neuron records per layer" in out and "Delta tables:" in out
+    assert "neuron records per layer" in out and "explanation scores per layer" in out
     home = tiny_env / "home"
     records = read_table(str(home / "delta/tiny/neuron_records"))
     assert sorted(records["layer"].unique()) == [0, 1] and records.height == 2 * 64
@@ -51,9 +51,17 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     assert corpus.height == 60 and corpus["token_ids"].list.len().unique().to_list() == [16]
     splits = read_table(str(home / "delta/tiny/top_k_excerpts"))
     assert set(splits["split"]) == {"train", "calibration", "valid", "test"}
+    # The offline baselines explained and scored every neuron of both layers.
+    explanations = read_table(str(home / "delta/tiny/explanations"))
+    assert explanations.height == 128 and explanations["error"].null_count() == 128
+    assert set(explanations["explainer"]) == {"token-statistics-baseline"}
+    scores = read_table(str(home / "delta/tiny/scores"))
+    assert set(scores["scored_on"]) == {"top", "random", "top_and_random"}
+    summary = read_table(str(home / "delta/tiny/score_summary"))
+    assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert len(instance.get_runs()) == 2
+        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; score_summary
         event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
         metadata = event.asset_materialization.metadata
         assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128

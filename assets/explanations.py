@@ -1,0 +1,81 @@
+"""explanations[layer]: one row per (neuron, explainer profile, sample), from the train top
+excerpts; and explainer_calls[layer], the audit rows of the LLM calls behind them."""
+
+import dagster as dg
+import polars as pl
+
+from assets.llm_stage import run_profiles
+from autointerp.config import ModelSpec, Settings
+from autointerp.explanations import check_error_fraction, explain, neuron_excerpts
+from autointerp.hashing import content_hash
+from resources.llm import LLMClients
+
+LOGIC_VERSION = "explanations-1"
+
+
+def explainer_profiles(settings: Settings) -> list:
+    return [settings.profiles.explainer(name) for name in settings.profiles.active_explainers]
+
+
+def explanations_assets(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    profiles = explainer_profiles(settings)
+    version = f"{LOGIC_VERSION}-{content_hash([p.hash for p in profiles])}"
+    prefix = model.key_prefix
+    common = {
+        "group_name": prefix,
+        "code_version": version,
+        "metadata": {"partition_column": "layer"},
+        "kinds": {"delta", "polars"},
+    }
+
+    @dg.multi_asset(
+        name=f"{prefix}__explain",
+        ins={
+            "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
+            "corpus": dg.AssetIn(
+                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+            ),
+        },
+        outs={
+            "explanations": dg.AssetOut(
+                key=[prefix, "explanations"],
+                description=(
+                    "One row per (neuron, explainer, sample): the explanation, the profile and "
+                    f"its hash, the prompt hash and LLM call ids, or the error. Explainers: "
+                    f"{', '.join(p.name for p in profiles)}."
+                ),
+                **common,
+            ),
+            "explainer_calls": dg.AssetOut(
+                key=[prefix, "explainer_calls"],
+                description="Audit of the explainers' LLM calls: request as sent, response, "
+                "tokens, cost, latency, status, attempts. Never an API key.",
+                **common,
+            ),
+        },
+        partitions_def=layers,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=False,
+    )
+    def explain_layers(
+        context: dg.AssetExecutionContext,
+        top_k_excerpts: pl.DataFrame,
+        corpus: pl.DataFrame,
+        llm: LLMClients,
+    ):
+        excerpts = neuron_excerpts(top_k_excerpts, corpus)
+        frame, calls, usage = run_profiles(
+            context,
+            "explain",
+            profiles,
+            llm,
+            lambda profile, **kw: explain(profile, excerpts, **kw),
+        )
+        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
+        errors = frame["error"].is_not_null().sum()
+        yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
+        yield dg.Output(calls, "explainer_calls", metadata=usage)
+
+    return explain_layers

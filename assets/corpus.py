@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from autointerp.config import ModelSpec, Settings
-from autointerp.corpus import build_corpus, corpus_summary, iter_documents
+from autointerp.corpus import build_corpus, corpus_summary, iter_documents, sample_excerpts
 from autointerp.hashing import content_hash
 from resources.subject_models import SubjectModels
 
@@ -12,7 +12,8 @@ LOGIC_VERSION = "corpus-1"
 
 
 class CorpusConfig(dg.Config):
-    max_excerpts: int | None = None  # None: the configured default (every excerpt the source has)
+    # A seeded uniform sample of this many excerpts; None: the configured default (all of them).
+    max_excerpts: int | None = None
 
 
 def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
@@ -38,11 +39,11 @@ def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
             subject.tokenizer,
             excerpt_tokens=settings.corpus.excerpt_tokens,
             context_length=subject.context_length,
-            max_excerpts=config.max_excerpts or settings.corpus.max_excerpts,
         )
-        context.add_output_metadata(
-            {**corpus_summary(frame), "max_excerpts": config.max_excerpts or "all"}
-        )
+        wanted = config.max_excerpts or settings.corpus.max_excerpts
+        if wanted:
+            frame = sample_excerpts(frame, wanted, settings.records.seed)
+        context.add_output_metadata({**corpus_summary(frame), "max_excerpts": wanted or "all"})
         return frame
 
     return corpus

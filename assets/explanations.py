@@ -4,13 +4,14 @@ excerpts; and explainer_calls[layer], the audit rows of the LLM calls behind the
 import dagster as dg
 import polars as pl
 
+from assets.lineage import upstream_versions
 from assets.llm_stage import run_profiles
 from autointerp.config import ModelSpec, Settings
 from autointerp.explanations import check_error_fraction, explain, neuron_excerpts
 from autointerp.hashing import content_hash
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "explanations-1"
+LOGIC_VERSION = "explanations-2"
 
 
 def explainer_profiles(settings: Settings) -> list:
@@ -23,12 +24,8 @@ def explanations_assets(
     profiles = explainer_profiles(settings)
     version = f"{LOGIC_VERSION}-{content_hash([p.hash for p in profiles])}"
     prefix = model.key_prefix
-    common = {
-        "group_name": prefix,
-        "code_version": version,
-        "metadata": {"partition_column": "layer"},
-        "kinds": {"delta", "polars"},
-    }
+    names = [p.name for p in profiles]
+    common = {"group_name": prefix, "code_version": version, "kinds": {"delta", "polars"}}
 
     @dg.multi_asset(
         name=f"{prefix}__explain",
@@ -44,14 +41,17 @@ def explanations_assets(
                 description=(
                     "One row per (neuron, explainer, sample): the explanation, the profile and "
                     f"its hash, the prompt hash and LLM call ids, or the error. Explainers: "
-                    f"{', '.join(p.name for p in profiles)}."
+                    f"{', '.join(names)}."
                 ),
+                # A write replaces only the active explainers' rows: other profiles' stay.
+                metadata={"partition_column": "layer", "replace_within": {"explainer": names}},
                 **common,
             ),
             "explainer_calls": dg.AssetOut(
                 key=[prefix, "explainer_calls"],
                 description="Audit of the explainers' LLM calls: request as sent, response, "
                 "tokens, cost, latency, status, attempts. Never an API key.",
+                metadata={"partition_column": "layer", "replace_within": {"explainer": names}},
                 **common,
             ),
         },
@@ -74,6 +74,7 @@ def explanations_assets(
             lambda profile, **kw: explain(profile, excerpts, **kw),
         )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
+        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts), on="layer")
         errors = frame["error"].is_not_null().sum()
         yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
         yield dg.Output(calls, "explainer_calls", metadata=usage)

@@ -42,8 +42,14 @@ def run_profiles(
 def audit_rows(
     frame: pl.DataFrame, calls: list[CallResult], stage: str, profile: str
 ) -> pl.DataFrame:
-    """The llm_calls rows of one profile's calls, each under the layer whose rows cite it."""
-    owners = frame.select("layer", call_id="call_ids").explode("call_id").drop_nulls().unique()
+    """The audit rows of one profile's calls, each under the layer and explainer whose rows cite
+    it (the keys a later write of that layer and explainer replaces)."""
+    owners = (
+        frame.select("layer", "explainer", call_id="call_ids")
+        .explode("call_id")
+        .drop_nulls()
+        .unique()
+    )
     return owners.join(
         calls_frame(calls).unique("call_id", keep="first"), on="call_id", how="inner"
     ).with_columns(stage=pl.lit(stage), profile=pl.lit(profile))

@@ -1,42 +1,113 @@
 """scores[layer]: correlation scoring of every simulation (top-only, random-only and
-top-and-random, per split), plus rsquared and absolute deviation explained."""
+top-and-random, per split), plus rsquared and absolute deviation explained, each row carrying
+its lineage."""
 
 import dagster as dg
 import polars as pl
 
-from assets.simulations import profiles_version, simulator_profiles
+from assets.lineage import explanation_id, simulation_id
+from assets.simulations import active_keys, profiles_version, simulator_profiles
 from autointerp.config import ModelSpec, Settings
-from autointerp.scores import score
+from autointerp.scores import KEYS, score
+from resources.delta_io import version_read
 
-LOGIC_VERSION = "scores-1"
+LOGIC_VERSION = "scores-2"
 
 
 def scores_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     calibrated = {p.name for p in simulator_profiles(settings) if p.calibration}
+    prefix = model.key_prefix
+    code_version = profiles_version(settings, LOGIC_VERSION)
 
     @dg.asset(
-        key=[model.key_prefix, "scores"],
-        ins={"simulations": dg.AssetIn(key=[model.key_prefix, "simulations"])},
+        key=[prefix, "scores"],
+        ins={
+            "simulations": dg.AssetIn(key=[prefix, "simulations"]),
+            "explanations": dg.AssetIn(
+                key=[prefix, "explanations"],
+                metadata={
+                    "columns": [
+                        "layer",
+                        "neuron",
+                        "explainer",
+                        "explainer_hash",
+                        "sample",
+                        "call_ids",
+                    ]
+                },
+            ),
+        },
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=model.key_prefix,
-        code_version=profiles_version(settings, LOGIC_VERSION),
+        group_name=prefix,
+        code_version=code_version,
         description=(
             "Scores pooling all tokens of the scored excerpts: ev_correlation (Pearson; NaN when "
             "either side is constant), rsquared, absolute_dev_explained; on top, random and "
             "top_and_random excerpts of the calibration, valid and test splits. Simulators with "
-            "calibration are scored after a linear map fitted on the calibration split."
+            "calibration are scored after a linear map fitted on the calibration split. Lineage "
+            "per row: explanation and simulation ids, profile hashes, LLM call ids, excerpt ids, "
+            "the Delta versions of every upstream table, the run id and code version."
         ),
-        metadata={"partition_column": "layer"},
+        metadata={"partition_column": "layer", "replace_within": active_keys(settings)},
         kinds={"delta", "polars"},
     )
-    def scores(simulations: pl.DataFrame) -> pl.DataFrame:
-        by_simulator = simulations.partition_by("simulator", as_dict=True)
+    def scores(
+        context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
+    ) -> pl.DataFrame:
+        keys = active_keys(settings)
+        simulations = simulations.filter(
+            pl.col("explainer").is_in(keys["explainer"])
+            & pl.col("simulator").is_in(keys["simulator"])
+        )
         frames = [
-            score(rows, calibrate=name in calibrated) for (name,), rows in by_simulator.items()
+            score(rows, calibrate=name in calibrated)
+            for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
-        return pl.concat(frames) if frames else score(simulations, calibrate=False)
+        scored = pl.concat(frames) if frames else score(simulations, calibrate=False)
+        return scored.join(lineage(context, simulations, explanations), on=KEYS, how="left")
+
+    def lineage(
+        context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
+    ) -> pl.DataFrame:
+        """Per simulated explanation: ids, call ids, upstream versions, run and code version."""
+        read = {
+            name: version_read(context, dg.AssetKey([prefix, name]))
+            for name in ("simulations", "explanations")
+        }
+        return (
+            simulations.group_by(KEYS)
+            .agg(
+                pl.col("call_ids")
+                .explode()
+                .drop_nulls()
+                .unique()
+                .sort()
+                .alias("simulation_call_ids"),
+                pl.col("neuron_records_version", "top_k_excerpts_version").first(),
+            )
+            .join(
+                explanations.select(
+                    "layer",
+                    "neuron",
+                    "explainer",
+                    "explainer_hash",
+                    "sample",
+                    explanation_call_ids="call_ids",
+                ),
+                on=["layer", "neuron", "explainer", "explainer_hash", "sample"],
+                how="left",
+            )
+            .with_columns(
+                explanation_id=explanation_id(),
+                simulation_id=simulation_id(),
+                simulations_version=pl.lit(read["simulations"], dtype=pl.Int64),
+                explanations_version=pl.lit(read["explanations"], dtype=pl.Int64),
+                dagster_run_id=pl.lit(context.run_id),
+                code_version=pl.lit(code_version),
+            )
+        )
 
     return scores

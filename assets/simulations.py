@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from assets.explanations import explainer_profiles
+from assets.lineage import upstream_versions
 from assets.llm_stage import run_profiles
 from autointerp.config import ModelSpec, Settings
 from autointerp.explanations import check_error_fraction, neuron_excerpts
@@ -12,7 +13,7 @@ from autointerp.hashing import content_hash
 from autointerp.simulations import simulate
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "simulations-1"
+LOGIC_VERSION = "simulations-2"
 
 
 def simulator_profiles(settings: Settings) -> list:
@@ -25,6 +26,14 @@ def profiles_version(settings: Settings, logic: str) -> str:
     return f"{logic}-{content_hash(hashes)}"
 
 
+def active_keys(settings: Settings) -> dict[str, list[str]]:
+    """The explainer and simulator names whose rows a write of this stage replaces."""
+    return {
+        "explainer": list(settings.profiles.active_explainers),
+        "simulator": list(settings.profiles.active_simulators),
+    }
+
+
 def simulations_assets(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
@@ -33,7 +42,7 @@ def simulations_assets(
     common = {
         "group_name": prefix,
         "code_version": profiles_version(settings, LOGIC_VERSION),
-        "metadata": {"partition_column": "layer"},
+        "metadata": {"partition_column": "layer", "replace_within": active_keys(settings)},
         "kinds": {"delta", "polars"},
     }
 
@@ -59,7 +68,16 @@ def simulations_assets(
             "simulator_calls": dg.AssetOut(
                 key=[prefix, "simulator_calls"],
                 description="Audit of the simulators' LLM calls (as explainer_calls).",
-                **common,
+                **{
+                    **common,
+                    "metadata": {
+                        "partition_column": "layer",
+                        "replace_within": {
+                            "explainer": active_keys(settings)["explainer"],
+                            "profile": active_keys(settings)["simulator"],
+                        },
+                    },
+                },
             ),
         },
         partitions_def=layers,
@@ -74,6 +92,10 @@ def simulations_assets(
         llm: LLMClients,
     ):
         excerpts = neuron_excerpts(top_k_excerpts, corpus)
+        # The table holds every explainer's rows that were ever written; simulate the active ones.
+        explanations = explanations.filter(
+            pl.col("explainer").is_in(settings.profiles.active_explainers)
+        )
         frame, calls, usage = run_profiles(
             context,
             "simulate",
@@ -82,6 +104,8 @@ def simulations_assets(
             lambda profile, **kw: simulate(profile, explanations, excerpts, **kw),
         )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
+        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations")
+        frame = frame.join(versions, on="layer")
         errors = frame["error"].is_not_null().sum()
         yield dg.Output(frame, "simulations", metadata={**usage, "errors": int(errors)})
         yield dg.Output(calls, "simulator_calls", metadata=usage)

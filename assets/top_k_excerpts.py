@@ -6,8 +6,9 @@ import polars as pl
 
 from autointerp.config import ModelSpec
 from autointerp.splits import split_records
+from resources.delta_io import version_read
 
-LOGIC_VERSION = "top-k-excerpts-1"
+LOGIC_VERSION = "top-k-excerpts-2"
 
 
 def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -25,7 +26,12 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
         metadata={"partition_column": "layer"},
         kinds={"delta", "polars"},
     )
-    def top_k_excerpts(neuron_records: pl.DataFrame) -> pl.DataFrame:
-        return split_records(neuron_records)
+    def top_k_excerpts(
+        context: dg.AssetExecutionContext, neuron_records: pl.DataFrame
+    ) -> pl.DataFrame:
+        read = version_read(context, dg.AssetKey([model.key_prefix, "neuron_records"]))
+        return split_records(neuron_records).with_columns(
+            neuron_records_version=pl.lit(read, dtype=pl.Int64)
+        )
 
     return top_k_excerpts

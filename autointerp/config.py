@@ -68,7 +68,7 @@ class CorpusSpec:
 
     source: str = "shakespeare"
     excerpt_tokens: int = 64
-    max_excerpts: int | None = None  # None: every excerpt the source yields
+    max_excerpts: int | None = None  # a seeded uniform sample of this many; None: every excerpt
     text_field: str = "text"  # field or column holding the text (jsonl, parquet, hf)
     hf_split: str = "train"
 

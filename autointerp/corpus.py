@@ -424,3 +424,18 @@ def corpus_summary(frame: pl.DataFrame) -> dict:
         "sources": frame["source"].n_unique(),
         "licenses": sorted(frame["license"].unique().to_list()),
     }
+
+
+def sample_excerpts(frame: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """A seeded uniform sample of `n` excerpts (all when there are fewer), in excerpt order.
+
+    Excerpts keep their ids, and the first `n` of a source would be a few documents only: a
+    sample spread over the whole corpus is what a small run should see.
+    """
+    from autointerp.records import excerpt_keys  # records imports torch: only when sampling
+
+    if n >= frame.height:
+        return frame
+    keys = excerpt_keys(frame["excerpt_id"].to_numpy(), seed)
+    chosen = np.sort(np.argsort(keys, kind="stable")[:n])
+    return frame[chosen]

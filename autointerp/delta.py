@@ -39,12 +39,16 @@ def write_partitions(
     partition_column: str | None,
     partitions: Sequence[PartitionValue] | None,
     commit_metadata: Mapping[str, str],
+    replace_within: Mapping[str, Sequence[str]] | None = None,
     storage_options: Mapping[str, str] | None = None,
 ) -> int:
     """Write `frame` in one commit and return the Delta version it created.
 
     With a partition column, exactly `partitions` are replaced (schema additions merge);
     without one, the whole table is replaced, schema included. The first write creates the table.
+    `replace_within` narrows the replacement to rows whose columns hold the listed values (e.g.
+    {"explainer": ["a"]}: rows of other explainers in those partitions stay), and the frame may
+    hold no other values there.
     """
     if partition_column is None:
         if partitions is not None:
@@ -53,8 +57,12 @@ def write_partitions(
         layout: dict[str, Any] = {"partition_by": [], "schema_mode": "overwrite"}
     else:
         values = _checked_partitions(uri, frame, partition_column, partitions)
+        predicate = [_in_predicate(partition_column, values)]
+        for column, allowed in (replace_within or {}).items():
+            _checked_partitions(uri, frame, column, list(allowed))
+            predicate.append(_in_predicate(column, list(allowed)))
         layout = {
-            "predicate": _in_predicate(partition_column, values),
+            "predicate": " AND ".join(predicate),
             "partition_by": [partition_column],
             "schema_mode": "merge",
         }

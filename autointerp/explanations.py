@@ -116,7 +116,7 @@ def records_by_neuron(
 
 def _row(
     neuron: NeuronId,
-    profile: ExplainerProfile,
+    explainer: dict[str, str],
     sample: int,
     *,
     explanation: str | None = None,
@@ -127,8 +127,7 @@ def _row(
     return {
         "layer": neuron.layer,
         "neuron": neuron.neuron,
-        "explainer": profile.name,
-        "explainer_hash": profile.hash,
+        **explainer,
         "sample": sample,
         "explanation": explanation,
         "prompt_hash": prompt_hash,
@@ -161,6 +160,7 @@ def explain(
     """
     neurons = select_neurons(neurons_of(excerpts), profile.neuron_sample)
     train = records_by_neuron(excerpts, split="train", kind="top")
+    explainer = {"explainer": profile.name, "explainer_hash": profile.hash}  # hashed once
     done = 0
 
     def tick() -> None:
@@ -174,10 +174,10 @@ def explain(
         reference = records_by_neuron(excerpts, split="calibration", kind="random")
         for neuron in neurons:
             if neuron not in train:
-                rows.append(_row(neuron, profile, 0, error="no train top excerpts"))
+                rows.append(_row(neuron, explainer, 0, error="no train top excerpts"))
             else:
                 text = explain_by_token_statistics(train[neuron], reference.get(neuron, []))
-                rows.append(_row(neuron, profile, 0, explanation=text))
+                rows.append(_row(neuron, explainer, 0, explanation=text))
             tick()
         return pl.DataFrame(rows, schema=EXPLANATIONS_SCHEMA), []
 
@@ -191,7 +191,7 @@ def explain(
                 raise InputError("no train top excerpts")
             prompts.append((neuron, _request(profile, train[neuron])))
         except InputError as err:
-            rows += [_row(neuron, profile, s, error=str(err)) for s in range(profile.n)]
+            rows += [_row(neuron, explainer, s, error=str(err)) for s in range(profile.n)]
             tick()
     params = {
         "n": profile.n,
@@ -207,17 +207,17 @@ def explain(
         common = {"prompt_hash": request.prompt_hash, "call_ids": [result.call_id]}
         if not result.ok:
             rows += [
-                _row(neuron, profile, s, error=result.error, **common) for s in range(profile.n)
+                _row(neuron, explainer, s, error=result.error, **common) for s in range(profile.n)
             ]
             continue
         # A server that ignores `n` (llama.cpp) answers fewer choices: fewer samples, no error.
         for sample, text in enumerate(result.texts):
             try:
                 rows.append(
-                    _row(neuron, profile, sample, explanation=parse_explanation(text), **common)
+                    _row(neuron, explainer, sample, explanation=parse_explanation(text), **common)
                 )
             except ResponseParseError as err:
-                rows.append(_row(neuron, profile, sample, error=str(err), **common))
+                rows.append(_row(neuron, explainer, sample, error=str(err), **common))
     frame = pl.DataFrame(rows, schema=EXPLANATIONS_SCHEMA).sort("layer", "neuron", "sample")
     return frame, results
 

@@ -14,7 +14,7 @@ class ProgressLog:
     ) -> None:
         self.log, self.label, self.unit, self.every_s = log, label, unit, every_s
         self.start = time.monotonic()
-        self.last = -float("inf")
+        self.last = self.start  # the first line after every_s: an early rate says little
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()

@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, memory
+from benchmarks import capture, llm, memory, scoring
 
-BENCHMARKS = {"capture": capture.main, "memory": memory.main}
+BENCHMARKS = {
+    "capture": capture.main,
+    "memory": memory.main,
+    "llm": llm.main,
+    "scoring": scoring.main,
+}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)

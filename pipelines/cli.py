@@ -14,6 +14,7 @@ import polars as pl
 from autointerp.config import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
 from autointerp.summary import records_summary
+from pipelines.refresh import contiguous
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -50,17 +51,6 @@ def parse_layers(text: str | None, model: ModelSpec) -> list[int]:
     return sorted(layers)
 
 
-def contiguous_ranges(layers: Sequence[int]) -> list[tuple[int, int]]:
-    """A run covers a range of partitions, so '0,1,2,7' runs as (0, 2) and (7, 7)."""
-    ranges: list[tuple[int, int]] = []
-    for layer in layers:
-        if ranges and ranges[-1][1] == layer - 1:
-            ranges[-1] = (ranges[-1][0], layer)
-        else:
-            ranges.append((layer, layer))
-    return ranges
-
-
 def _root_cause(error) -> str:
     """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain)."""
     while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
@@ -79,27 +69,42 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-def command_run(args: argparse.Namespace, settings: Settings) -> None:
-    import dagster as dg
+class Materializer:
+    """Runs materializations of one model's graph in the project's Dagster instance."""
 
-    from assets import model_assets
-    from pipelines.definitions import resources
+    def __init__(self, settings: Settings, model: ModelSpec) -> None:
+        import dagster as dg
 
-    model = settings.model(args.model)
-    layers = parse_layers(args.layers, model)
-    assets = model_assets(settings, model)
-    instance = dg.DagsterInstance.get()
-    prefix = model.key_prefix
+        from assets import model_assets
+        from pipelines.definitions import resources
 
-    def materialize(names: list[str], run_config: dict | None = None, **kwargs) -> None:
+        self.settings, self.model = settings, model
+        self.assets = model_assets(settings, model)
+        self.instance = dg.DagsterInstance.get()
+        self.resources = resources(settings)
+
+    def key(self, name: str):
+        import dagster as dg
+
+        return dg.AssetKey([self.model.key_prefix, name])
+
+    def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
+        import dagster as dg
+
+        tags = {}
+        if partitions:
+            tags = {
+                "dagster/asset_partition_range_start": partitions[0],
+                "dagster/asset_partition_range_end": partitions[1],
+            }
         result = dg.materialize(
-            assets,
-            selection=[dg.AssetKey([prefix, name]) for name in names],
-            instance=instance,
-            resources=resources(settings),
-            run_config={**QUIET_LOGS, **(run_config or {})},
+            self.assets,
+            selection=keys,
+            instance=self.instance,
+            resources=self.resources,
+            run_config={**QUIET_LOGS, **(config or {})},
+            tags=tags,
             raise_on_error=False,
-            **kwargs,
         )
         if not result.success:
             errors = [
@@ -108,22 +113,54 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
                 if event.step_failure_data.error
             ]
             raise SystemExit(f"autointerp: run {result.run_id} failed: " + "; ".join(errors))
-        print(f"run {result.run_id}: materialized {', '.join(names)}", file=sys.stderr)
+        names = ", ".join(key.path[-1] for key in keys)
+        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
+        print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
 
-    materialize(
-        ["corpus"],
-        {"ops": {f"{prefix}__corpus": {"config": {"max_excerpts": args.excerpts}}}},
-    )
-    for low, high in contiguous_ranges(layers):
-        materialize(
-            LAYER_ASSETS,
-            tags={
-                "dagster/asset_partition_range_start": str(low),
-                "dagster/asset_partition_range_end": str(high),
-            },
-        )
-    materialize(["score_summary"])
+    def corpus_config(self, max_excerpts: int | None) -> dict:
+        op = f"{self.model.key_prefix}__corpus"
+        return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
+
+
+def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    model = settings.model(args.model)
+    layers = parse_layers(args.layers, model)
+    materialize = Materializer(settings, model)
+    materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+    order = [str(layer) for layer in model.layers]
+    for low_high in contiguous([str(layer) for layer in layers], order):
+        materialize([materialize.key(name) for name in LAYER_ASSETS], low_high)
+    materialize([materialize.key("score_summary")])
     print_summary(settings, model, layers)
+
+
+def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
+    """Materialize what is unsynced or missing, in dependency order, per partition."""
+    from pipelines.refresh import refresh
+
+    model = settings.model(args.model)
+    materialize = Materializer(settings, model)
+    corpus_excerpts = _last_corpus_size(materialize)
+
+    def run(keys: list, partitions: tuple[str, str] | None) -> None:
+        # A stale corpus is rebuilt with the sample size it last had, not the whole source.
+        config = (
+            materialize.corpus_config(corpus_excerpts)
+            if materialize.key("corpus") in keys
+            else None
+        )
+        materialize(keys, partitions, config)
+
+    report = refresh(materialize.instance, materialize.assets, run)
+    print("\n".join(report.lines()))
+
+
+def _last_corpus_size(materialize: Materializer) -> int | None:
+    event = materialize.instance.get_latest_materialization_event(materialize.key("corpus"))
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("max_excerpts")
+    return value.value if value is not None and isinstance(value.value, int) else None
 
 
 def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
@@ -137,7 +174,7 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
     summary = read_table(str(root / "score_summary")).filter(pl.col("layer").is_in(list(layers)))
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, fmt_str_lengths=40):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
@@ -161,7 +198,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = sub.add_parser("run", help="materialize a model's graph for some layers")
     run.add_argument("--model", help="a model declared in autointerp.toml (default: its default)")
     run.add_argument("--layers", help="'0,5,29', '0-29' or 'all' (default: all)")
-    run.add_argument("--excerpts", type=int, help="use the first N corpus excerpts (default: all)")
+    run.add_argument(
+        "--excerpts", type=int, help="a seeded uniform sample of N corpus excerpts (default: all)"
+    )
+    refresh = sub.add_parser(
+        "refresh", help="materialize everything unsynced or missing, in dependency order"
+    )
+    refresh.add_argument("--model", help="a model declared in autointerp.toml")
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -173,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.excerpts is not None and args.excerpts < 1:
                 raise InputError("--excerpts must be at least 1")
             command_run(args, settings)
+        elif args.command == "refresh":
+            command_refresh(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except AutointerpError as err:

@@ -20,6 +20,15 @@ from autointerp import delta
 
 DEFAULT_PARTITION_COLUMN = "layer"
 
+# The Delta version each input was read at, by (run id, asset key): an asset records it in its
+# rows for lineage. A step loads its inputs in the process that computes it, whatever executor.
+_versions_read: dict[tuple[str, dg.AssetKey], int | None] = {}
+
+
+def version_read(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> int | None:
+    """The Delta version at which this run's step read the input `asset_key`."""
+    return _versions_read.get((context.run_id, asset_key))
+
 
 class DeltaIOManager(dg.ConfigurableIOManager):
     """Stores polars DataFrames as Delta tables under `root_uri` (a folder, s3://, gs://, az://)."""
@@ -40,6 +49,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             obj,
             partition_column=column,
             partitions=partitions,
+            replace_within=_replace_within(context.definition_metadata),
             commit_metadata={
                 "dagster_run_id": context.run_id,
                 "dagster_asset_key": context.asset_key.to_user_string(),
@@ -67,6 +77,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             partitions = context.asset_partition_keys
         # Pin the version first, so the version recorded is the one read.
         version = delta.table_version(uri, self.storage_options)
+        _versions_read[(context.step_context.run_id, context.asset_key)] = version
         frame = delta.read_table(
             uri,
             partition_column=column,
@@ -91,6 +102,14 @@ def _partition_column(metadata: Mapping[str, Any]) -> str:
     value = metadata.get("partition_column", DEFAULT_PARTITION_COLUMN)
     # Definition metadata may arrive raw or wrapped in a MetadataValue.
     return str(getattr(value, "value", value))
+
+
+def _replace_within(metadata: Mapping[str, Any]) -> dict[str, list[str]] | None:
+    """Definition metadata `replace_within` ({column: [values]}): rows a write replaces inside
+    its partitions, so results of several explainer profiles live side by side."""
+    value = metadata.get("replace_within")
+    value = getattr(value, "value", value)
+    return {str(k): [str(v) for v in values] for k, values in value.items()} if value else None
 
 
 def _layer_order(key: str) -> tuple[bool, int, str]:

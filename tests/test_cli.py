@@ -10,7 +10,8 @@ import pytest
 
 from autointerp.config import load_settings
 from autointerp.delta import commit_history, read_table
-from pipelines.cli import contiguous_ranges, main, parse_layers
+from pipelines.cli import main, parse_layers
+from pipelines.refresh import contiguous
 from tests.conftest import write_config, write_text_corpus
 
 
@@ -80,7 +81,12 @@ def test_layer_parsing():
     assert parse_layers("0,5,29", model) == [0, 5, 29]
     assert parse_layers("3-5,1", model) == [1, 3, 4, 5]
     assert parse_layers(None, model) == list(range(30))
-    assert contiguous_ranges([0, 1, 2, 7, 9, 10]) == [(0, 2), (7, 7), (9, 10)]
+    order = [str(layer) for layer in range(30)]
+    assert contiguous(["0", "1", "2", "7", "9", "10"], order) == [
+        ("0", "2"),
+        ("7", "7"),
+        ("9", "10"),
+    ]
 
 
 @pytest.mark.parametrize(

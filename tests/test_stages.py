@@ -23,7 +23,7 @@ from autointerp.explanations import (
 )
 from autointerp.llm import LLMClient
 from autointerp.profiles import explainer_profile, load_profiles, simulator_profile
-from autointerp.prompts import EXPLAINER_SYSTEM_MESSAGE
+from autointerp.prompts import EXPLAINER_SYSTEM_MESSAGE, FEW_SHOT_SETS
 from autointerp.scores import SCORES_SCHEMA, score, score_summary
 from autointerp.scoring import fit_linear_calibration, score_all
 from autointerp.simulate import CHAT_SYSTEM_MESSAGE
@@ -550,8 +550,6 @@ def test_an_llm_stage_needs_a_client_for_its_own_endpoint(excerpts):
 
 
 def test_profile_hash_follows_what_changes_the_output(monkeypatch):
-    import autointerp.prompts as prompts
-
     settings = {"kind": "llm", "model": "m", "api_key_env": "KEY"}
     base = explainer_profile("a", settings)
     assert explainer_profile("renamed", settings).hash == base.hash
@@ -564,9 +562,9 @@ def test_profile_hash_follows_what_changes_the_output(monkeypatch):
     before = {"explainer": base.hash, "simulator": simulator.hash, "baseline": baseline.hash}
 
     # Editing the few-shot set the profiles name changes their hashes, not the baseline's.
-    default = prompts.FEW_SHOT_SETS["default"]
+    default = FEW_SHOT_SETS["default"]
     edited = (default[0], default[1], replace(default[2], explanation="surnames after titles"))
-    monkeypatch.setitem(prompts.FEW_SHOT_SETS, "default", edited)
+    monkeypatch.setitem(FEW_SHOT_SETS, "default", edited)
     assert base.hash != before["explainer"]
     assert simulator.hash != before["simulator"]
     assert baseline.hash == before["baseline"]

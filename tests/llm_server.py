@@ -249,7 +249,7 @@ class LLMServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _Server(("127.0.0.1", 0), _make_handler(self))
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -310,8 +310,17 @@ class LLMServer:
         return Reply(200, build(request, outcome), delay_s=delay)
 
 
+class _Server(ThreadingHTTPServer):
+    # Many clients connect at once in the concurrency benchmark: the default backlog of 5 drops
+    # connection attempts, which the client then retries a second later.
+    request_queue_size = 256
+
+
 def _make_handler(owner: LLMServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
+        # Headers and body are written separately: without TCP_NODELAY each reply waits ~40 ms.
+        disable_nagle_algorithm = True
+
         protocol_version = "HTTP/1.1"  # keep-alive, as real servers and the openai client use
 
         def setup(self) -> None:

@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from assets.compare import compare_asset
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
 from assets.neuron_records import neuron_records_asset
@@ -33,4 +34,5 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         simulations_assets(settings, model, layers),
         scores_asset(settings, model, layers),
         score_summary_asset(model),
+        compare_asset(model),
     ]

@@ -4,10 +4,18 @@ excerpts; and explainer_calls[layer], the audit rows of the LLM calls behind the
 import dagster as dg
 import polars as pl
 
+from assets.checks import check_result
 from assets.lineage import upstream_versions
 from assets.llm_stage import run_profiles
+from autointerp.checks import empty_explanations, missing_neurons
 from autointerp.config import ModelSpec, Settings
-from autointerp.explanations import check_error_fraction, explain, neuron_excerpts
+from autointerp.explanations import (
+    check_error_fraction,
+    explain,
+    neuron_excerpts,
+    neurons_of,
+    select_neurons,
+)
 from autointerp.hashing import content_hash
 from resources.llm import LLMClients
 
@@ -58,6 +66,20 @@ def explanations_assets(
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "no_empty_explanations",
+                asset=dg.AssetKey([prefix, "explanations"]),
+                blocking=True,
+                description="Every row without an error holds a non-empty explanation.",
+            ),
+            dg.AssetCheckSpec(
+                "every_neuron_explained",
+                asset=dg.AssetKey([prefix, "explanations"]),
+                blocking=True,
+                description="Every neuron each explainer's neuron_sample selects has a row.",
+            ),
+        ],
     )
     def explain_layers(
         context: dg.AssetExecutionContext,
@@ -78,5 +100,12 @@ def explanations_assets(
         errors = frame["error"].is_not_null().sum()
         yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
         yield dg.Output(calls, "explainer_calls", metadata=usage)
+        key = dg.AssetKey([prefix, "explanations"])
+        yield check_result(key, "no_empty_explanations", empty_explanations(frame))
+        neurons = neurons_of(excerpts)
+        expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
+        yield check_result(
+            key, "every_neuron_explained", missing_neurons(frame, expected, "explainer")
+        )
 
     return explain_layers

@@ -50,6 +50,9 @@ def audit_rows(
         .drop_nulls()
         .unique()
     )
-    return owners.join(
-        calls_frame(calls).unique("call_id", keep="first"), on="call_id", how="inner"
-    ).with_columns(stage=pl.lit(stage), profile=pl.lit(profile))
+    # Sorted by call id: a lineage read of a few calls then skips most row groups.
+    return (
+        owners.join(calls_frame(calls).unique("call_id", keep="first"), on="call_id", how="inner")
+        .with_columns(stage=pl.lit(stage), profile=pl.lit(profile))
+        .sort("layer", "call_id")
+    )

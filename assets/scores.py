@@ -5,8 +5,10 @@ its lineage."""
 import dagster as dg
 import polars as pl
 
+from assets.checks import check_result
 from assets.lineage import explanation_id, simulation_id
 from assets.simulations import active_keys, profiles_version, simulator_profiles
+from autointerp.checks import missing_neurons, out_of_range_scores
 from autointerp.config import ModelSpec, Settings
 from autointerp.scores import KEYS, score
 from resources.delta_io import version_read
@@ -35,6 +37,7 @@ def scores_asset(
                         "explainer_hash",
                         "sample",
                         "call_ids",
+                        "error",
                     ]
                 },
             ),
@@ -53,10 +56,24 @@ def scores_asset(
         ),
         metadata={"partition_column": "layer", "replace_within": active_keys(settings)},
         kinds={"delta", "polars"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "scores_in_range",
+                asset=dg.AssetKey([prefix, "scores"]),
+                blocking=True,
+                description="ev_correlation lies in [-1, 1], or is NaN with undefined_reason.",
+            ),
+            dg.AssetCheckSpec(
+                "every_explanation_scored",
+                asset=dg.AssetKey([prefix, "scores"]),
+                blocking=True,
+                description="Every neuron with a usable explanation has scores.",
+            ),
+        ],
     )
     def scores(
         context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
-    ) -> pl.DataFrame:
+    ):
         keys = active_keys(settings)
         simulations = simulations.filter(
             pl.col("explainer").is_in(keys["explainer"])
@@ -67,7 +84,20 @@ def scores_asset(
             for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
         scored = pl.concat(frames) if frames else score(simulations, calibrate=False)
-        return scored.join(lineage(context, simulations, explanations), on=KEYS, how="left")
+        scored = scored.join(lineage(context, simulations, explanations), on=KEYS, how="left")
+        yield dg.Output(scored)
+        key = dg.AssetKey([prefix, "scores"])
+        yield check_result(key, "scores_in_range", out_of_range_scores(scored))
+        usable = explanations.filter(
+            pl.col("error").is_null() & pl.col("explainer").is_in(keys["explainer"])
+        )
+        expected = {
+            name: rows.select("layer", "neuron").unique().rows()
+            for (name,), rows in usable.partition_by("explainer", as_dict=True).items()
+        }
+        yield check_result(
+            key, "every_explanation_scored", missing_neurons(scored, expected, "explainer")
+        )
 
     def lineage(
         context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame

@@ -45,6 +45,7 @@ SCORES_SCHEMA = {
     "absolute_dev_explained": pl.Float64,
     "excerpt_ids": pl.List(pl.Int64),
     "calibrated": pl.Boolean,
+    "undefined_reason": pl.Utf8,  # why ev_correlation is NaN; null when it is defined
 }
 
 
@@ -99,6 +100,7 @@ def score(simulations: pl.DataFrame, *, calibrate: bool) -> pl.DataFrame:
         "rsquared": [],
         "absolute_dev_explained": [],
         "calibrated": [],
+        "undefined_reason": [],
     }
     for *key, split, first, last in sets.select(*KEYS, "split", "first", "last").iter_rows():
         start, end = offsets[first], offsets[last + 1]
@@ -113,12 +115,26 @@ def score(simulations: pl.DataFrame, *, calibrate: bool) -> pl.DataFrame:
         columns["rsquared"].append(scores.rsquared)
         columns["absolute_dev_explained"].append(scores.absolute_dev_explained)
         columns["calibrated"].append(calibration is not None)
+        columns["undefined_reason"].append(
+            undefined_reason(true[start:end], predicted[0])
+            if np.isnan(scores.ev_correlation)
+            else None
+        )
     return (
         sets.with_columns(**{name: pl.Series(values) for name, values in columns.items()})
         .select(*SCORES_SCHEMA)
         .cast(SCORES_SCHEMA)
         .sort(*KEYS, "split", "scored_on")
     )
+
+
+def undefined_reason(true: np.ndarray, predicted: np.ndarray) -> str:
+    """Why a correlation is undefined (see the module docstring)."""
+    if len(true) < 2:
+        return "fewer than 2 tokens"
+    if np.ptp(true) == 0:
+        return "constant true activations"
+    return "constant expected activations"
 
 
 PROFILE = ("explainer", "explainer_hash", "simulator", "simulator_hash")

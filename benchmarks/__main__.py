@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, llm, memory, scoring
+from benchmarks import capture, lineage, llm, memory, scoring
 
 BENCHMARKS = {
     "capture": capture.main,
     "memory": memory.main,
     "llm": llm.main,
     "scoring": scoring.main,
+    "lineage": lineage.main,
 }
 
 if __name__ == "__main__":

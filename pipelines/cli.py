@@ -130,7 +130,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in LAYER_ASSETS], low_high)
-    materialize([materialize.key("score_summary")])
+    materialize([materialize.key("score_summary"), materialize.key("compare")])
     print_summary(settings, model, layers)
 
 
@@ -183,6 +183,29 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
     print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 
 
+def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
+    """Print the chain behind one neuron's scores, from the stored tables (no LLM call)."""
+    import json
+
+    from autointerp.lineage import render_text, score_lineage, to_json
+
+    model = settings.model(args.model)
+    lineage = score_lineage(
+        settings.delta_root, model.key_prefix, args.layer, args.neuron, args.explainer
+    )
+    print(json.dumps(to_json(lineage), indent=2) if args.json else render_text(lineage))
+
+
+def command_compare(args: argparse.Namespace, settings: Settings) -> None:
+    """Explainers side by side on the neurons they share."""
+    from autointerp.compare import compare_explainers, format_comparison
+    from autointerp.delta import read_table
+
+    model = settings.model(args.model)
+    scores = read_table(str(settings.delta_root / model.key_prefix / "scores"))
+    print(format_comparison(compare_explainers(scores, split=args.split)))
+
+
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
     from autointerp.config import PROJECT_ROOT
@@ -205,6 +228,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "refresh", help="materialize everything unsynced or missing, in dependency order"
     )
     refresh.add_argument("--model", help="a model declared in autointerp.toml")
+    lineage = sub.add_parser("lineage", help="print the chain behind one neuron's score")
+    lineage.add_argument("--model", help="a model declared in autointerp.toml")
+    lineage.add_argument("--layer", type=int, required=True)
+    lineage.add_argument("--neuron", type=int, required=True)
+    lineage.add_argument("--explainer", help="only this explainer profile's scores")
+    lineage.add_argument("--json", action="store_true", help="machine-readable output")
+    compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
+    compare.add_argument("--model", help="a model declared in autointerp.toml")
+    compare.add_argument("--split", default="test", choices=["valid", "test"])
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -218,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_run(args, settings)
         elif args.command == "refresh":
             command_refresh(args, settings)
+        elif args.command == "lineage":
+            command_lineage(args, settings)
+        elif args.command == "compare":
+            command_compare(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except AutointerpError as err:

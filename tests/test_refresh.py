@@ -3,6 +3,8 @@ keep A's results beside B's, switch back to A at no LLM cost."""
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import polars as pl
 import pytest
@@ -117,6 +119,7 @@ def test_switching_explainers_recomputes_only_what_depends_on_them(scenario, cap
         "simulator_calls",
         "scores",
         "score_summary",
+        "compare",
     }
     assert server.count(CHAT_PATH) == 2 * 64  # one call per neuron of both layers
     assert all(v == "FRESH" for per in statuses(home).values() for v in per.values())
@@ -138,6 +141,20 @@ def test_switching_explainers_recomputes_only_what_depends_on_them(scenario, cap
     explanations = read_table(str(home / "delta/tiny/explanations"))
     per_explainer = explanations.group_by("explainer").len().sort("explainer")
     assert per_explainer["len"].to_list() == [64 * 2, 64 * 2]
+
+    # The comparison of A and B, and the lineage of one of B's scores, from the stored tables.
+    capsys.readouterr()
+    main(["compare"])
+    out = capsys.readouterr().out
+    assert "scripted" in out and "token-statistics-baseline" in out
+    calls_before = server.count(CHAT_PATH)
+    main(["lineage", "--layer", "1", "--neuron", "5", "--explainer", "scripted", "--json"])
+    chain = json.loads(capsys.readouterr().out)
+    text = json.dumps(chain)
+    assert 'the word \\"king\\" and \\"queen\\"' in text  # the explanation, as written
+    assert "the main thing this neuron does is find" in text  # the prompt as sent
+    assert "sk-test-secret-key-123" not in text
+    assert server.count(CHAT_PATH) == calls_before  # shown from tables, no call repeated
 
 
 def test_score_rows_carry_their_lineage(scenario):

@@ -8,6 +8,7 @@ from assets.compare import compare_asset
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
 from assets.neuron_records import neuron_records_asset
+from assets.revisions import revision_assets
 from assets.score_summary import score_summary_asset
 from assets.scores import scores_asset
 from assets.simulations import simulations_assets
@@ -35,4 +36,5 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         scores_asset(settings, model, layers),
         score_summary_asset(model),
         compare_asset(model),
+        *revision_assets(settings, model, layers),
     ]

@@ -85,6 +85,24 @@ class RecordsSpec:
 
 
 @dataclass(frozen=True)
+class RevisionSpec:
+    """Counterexample revision rounds (the publication's first way to raise scores).
+
+    `explainer` and `simulator` name profiles (default: the first active ones); the explainer
+    must be the one whose explanations are revised. `neuron_sample` is taken per layer.
+    """
+
+    rounds: int = 2
+    explainer: str | None = None
+    simulator: str | None = None
+    neuron_sample: str = "first:32"
+    n_texts: int = 5  # generated counterexample texts per neuron and round
+    mine_k: int = 3  # mined false positives and false negatives kept per neuron and round
+    min_miss: float = 0.2  # the smallest miss (0-1) that counts as a counterexample
+    mine_quantile_samples: bool = True  # mine the records' quantile-band samples too
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     config_path: Path
@@ -92,6 +110,7 @@ class Settings:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     records: RecordsSpec = field(default_factory=RecordsSpec)
+    revisions: RevisionSpec = field(default_factory=RevisionSpec)
     default_model: str = "smollm2-135m"
     profiles: Profiles = field(default_factory=lambda: load_profiles({}))
 
@@ -169,6 +188,7 @@ def load_settings(
         models=models,
         corpus=_section(raw, "corpus", CorpusSpec),
         records=_section(raw, "records", RecordsSpec),
+        revisions=_section(raw, "revisions", RevisionSpec),
         default_model=general.get("default_model", "smollm2-135m"),
         profiles=load_profiles(raw),
     )

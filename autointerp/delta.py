@@ -118,8 +118,8 @@ def read_table(
             scan = scan.filter(pl.col(partition_column).is_in(values))
         if where is not None:
             scan = scan.filter(where)
-        if columns is not None:
-            scan = scan.select(columns)
+        if columns is not None:  # the partition column always comes along
+            scan = scan.select(list(dict.fromkeys(wanted)))
         return scan.collect()
     except _UNREADABLE as error:
         raise _corrupt(uri, error) from error

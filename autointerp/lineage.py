@@ -450,7 +450,7 @@ def _calls(
     wanted = pl.col("call_id").is_in(list(call_ids))
     frame = tables.read(table, versions[table], _CALL_COLUMNS, where=wanted)
     calls = []
-    for row in frame.unique("call_id").sort("call_id").iter_rows(named=True):
+    for row in frame.drop(PARTITION).unique("call_id").sort("call_id").iter_rows(named=True):
         request = json.loads(row.pop("request_json"))
         calls.append(
             LLMCall(

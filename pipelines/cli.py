@@ -127,10 +127,17 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     layers = parse_layers(args.layers, model)
     materialize = Materializer(settings, model)
     materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+    rounds = range(1, settings.revisions.rounds + 1)
+    per_layer = LAYER_ASSETS + [
+        f"{name}_r{k}"
+        for k in rounds
+        for name in ("counterexamples", "revised_explanations", "revision_calls")
+    ]
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
-        materialize([materialize.key(name) for name in LAYER_ASSETS], low_high)
-    materialize([materialize.key("score_summary"), materialize.key("compare")])
+        materialize([materialize.key(name) for name in per_layer], low_high)
+    summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
+    materialize([materialize.key(name) for name in summaries])
     print_summary(settings, model, layers)
 
 
@@ -179,6 +186,12 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
+        if settings.revisions.rounds:
+            revisions = read_table(str(root / "revision_summary")).filter(
+                pl.col("layer").is_in(list(layers))
+            )
+            print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
+            print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {root}")
     print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 

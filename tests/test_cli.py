@@ -62,7 +62,7 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; score_summary
+        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; the summaries
         event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
         metadata = event.asset_materialization.metadata
         assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128

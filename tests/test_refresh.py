@@ -37,6 +37,9 @@ neuron_sample = "all"
 [simulators.lexical-baseline]
 kind = "baseline"
 method = "lexical-baseline"
+
+[revisions]
+rounds = 0  # revision rounds have their own test (test_revision_assets.py)
 """
 
 

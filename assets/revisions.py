@@ -1,0 +1,223 @@
+"""Revision rounds, each an asset: counterexamples_rK and revised_explanations_rK (with the
+audit of their LLM calls, revision_calls_rK), and revision_summary over all rounds.
+
+Round 1 starts from each neuron's best explanation sample on the calibration split; round K
+revises what round K-1 carried forward. A revision is kept only when it scores higher on the
+calibration split; the test split is only reported.
+"""
+
+from dataclasses import replace
+
+import dagster as dg
+import polars as pl
+
+from assets.llm_stage import audit_rows
+from autointerp.config import ModelSpec, Settings
+from autointerp.counterexamples import find_counterexamples, mining_candidates
+from autointerp.explanations import neuron_excerpts, neurons_of, select_neurons
+from autointerp.hashing import content_hash
+from autointerp.revisions import current_explanations, revise_round, revision_summary
+from resources.llm import LLMClients
+from resources.subject_models import SubjectModels
+
+LOGIC_VERSION = "revisions-1"
+
+
+def revision_profiles(settings: Settings) -> tuple:
+    spec, profiles = settings.revisions, settings.profiles
+    explainer = profiles.explainer(spec.explainer or profiles.active_explainers[0])
+    simulator = profiles.simulator(spec.simulator or profiles.active_simulators[0])
+    return explainer, simulator
+
+
+def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
+    """The revision's neuron sample, taken per layer."""
+    chosen = [
+        neuron
+        for layer in current.partition_by("layer")
+        for neuron in select_neurons(neurons_of(layer), neuron_sample)
+    ]
+    keep = pl.DataFrame(
+        [(n.layer, n.neuron) for n in chosen],
+        schema={"layer": pl.Int32, "neuron": pl.Int32},
+        orient="row",
+    )
+    return current.join(keep, on=["layer", "neuron"], how="semi")
+
+
+def round_assets(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, round_number: int
+) -> dg.AssetsDefinition:
+    prefix = model.key_prefix
+    explainer, simulator = revision_profiles(settings)
+    spec = settings.revisions
+    # The round count is left out: adding a round leaves the earlier ones in sync.
+    settings_hash = content_hash(explainer.hash, simulator.hash, replace(spec, rounds=0))
+    version = f"{LOGIC_VERSION}-r{round_number}-{settings_hash}"
+    previous = (
+        {
+            "explanations": dg.AssetIn(key=[prefix, "explanations"]),
+            "scores": dg.AssetIn(key=[prefix, "scores"]),
+        }
+        if round_number == 1
+        else {"previous": dg.AssetIn(key=[prefix, f"revised_explanations_r{round_number - 1}"])}
+    )
+    written = {
+        "group_name": prefix,
+        "code_version": version,
+        "kinds": {"delta", "polars"},
+        "metadata": {
+            "partition_column": "layer",
+            "replace_within": {"explainer": [explainer.name]},
+        },
+    }
+
+    @dg.multi_asset(
+        name=f"{prefix}__revise_r{round_number}",
+        ins={
+            **previous,
+            "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
+            "neuron_records": dg.AssetIn(
+                key=[prefix, "neuron_records"],
+                metadata={"columns": ["neuron", "quantile_excerpt_ids", "quantile_activations"]},
+            ),
+            "corpus": dg.AssetIn(
+                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+            ),
+        },
+        outs={
+            "counterexamples": dg.AssetOut(
+                key=[prefix, f"counterexamples_r{round_number}"],
+                description=(
+                    f"Round {round_number} counterexamples per neuron: texts the explainer "
+                    "generated (should / should not activate) and excerpts mined outside the "
+                    "scoring splits where the simulator missed most, with their true "
+                    "activations from the subject model, the prediction and the miss."
+                ),
+                **written,
+            ),
+            "revised_explanations": dg.AssetOut(
+                key=[prefix, f"revised_explanations_r{round_number}"],
+                description=(
+                    f"Round {round_number}: the revised explanation per neuron, its calibration "
+                    "score against the previous one's, whether it was kept, and the explanation "
+                    "carried forward with its calibration and test scores."
+                ),
+                **written,
+            ),
+            "revision_calls": dg.AssetOut(
+                key=[prefix, f"revision_calls_r{round_number}"],
+                description=f"Audit of round {round_number}'s LLM calls (as explainer_calls).",
+                **written,
+            ),
+        },
+        partitions_def=layers,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=False,
+    )
+    def revise(
+        context: dg.AssetExecutionContext,
+        top_k_excerpts: pl.DataFrame,
+        neuron_records: pl.DataFrame,
+        corpus: pl.DataFrame,
+        subject_models: SubjectModels,
+        llm: LLMClients,
+        **upstream: pl.DataFrame,
+    ):
+        excerpts = neuron_excerpts(top_k_excerpts, corpus)
+        if round_number == 1:
+            mine = upstream["explanations"].filter(
+                (pl.col("explainer") == explainer.name)
+                & (pl.col("explainer_hash") == explainer.hash)
+            )
+            current = current_explanations(mine, upstream["scores"], simulator)
+        else:
+            current = upstream["previous"].filter(pl.col("explainer") == explainer.name)
+        current = _sampled(current, spec.neuron_sample)
+        context.log.info(f"round {round_number}: revising {current.height} neurons")
+        explainer_client, simulator_client = llm.client(explainer), llm.client(simulator)
+        candidates = mining_candidates(
+            excerpts,
+            neuron_records=neuron_records if spec.mine_quantile_samples else None,
+            corpus=corpus if spec.mine_quantile_samples else None,
+        )
+        counterexamples, found_calls = find_counterexamples(
+            round_number,
+            current,
+            excerpts,
+            explainer,
+            simulator,
+            subject_models.load(model),
+            explainer_client=explainer_client,
+            simulator_client=simulator_client,
+            candidates=candidates,
+            n_texts=spec.n_texts,
+            mine_k=spec.mine_k,
+            min_miss=spec.min_miss,
+        )
+        revised, revise_calls = revise_round(
+            round_number,
+            current,
+            counterexamples,
+            excerpts,
+            explainer,
+            simulator,
+            explainer_client=explainer_client,
+            simulator_client=simulator_client,
+        )
+        calls = pl.concat(
+            [
+                audit_rows(counterexamples, found_calls, "counterexamples", explainer.name),
+                audit_rows(revised, revise_calls, "revise", explainer.name),
+            ]
+        ).unique(["layer", "explainer", "call_id"], keep="first")
+        kept = int(revised["kept"].sum())
+        yield dg.Output(
+            counterexamples, "counterexamples", metadata={"rows": counterexamples.height}
+        )
+        yield dg.Output(
+            revised,
+            "revised_explanations",
+            metadata={
+                "neurons": revised.height,
+                "kept": kept,
+                "llm_calls": len(found_calls) + len(revise_calls),
+            },
+        )
+        yield dg.Output(calls, "revision_calls")
+
+    return revise
+
+
+def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
+    prefix = model.key_prefix
+    rounds = range(1, settings.revisions.rounds + 1)
+
+    @dg.asset(
+        key=[prefix, "revision_summary"],
+        ins={f"r{k}": dg.AssetIn(key=[prefix, f"revised_explanations_r{k}"]) for k in rounds},
+        group_name=prefix,
+        code_version=f"{LOGIC_VERSION}-summary-{settings.revisions.rounds}",
+        description=(
+            "Per round and layer: mean test score after and before the round, the share of "
+            "neurons whose revision was kept and whose score rose, and the mean change with a "
+            "bootstrap 95% interval."
+        ),
+        kinds={"delta", "polars"},
+    )
+    def summary(**revised: pl.DataFrame) -> pl.DataFrame:
+        return revision_summary(pl.concat(list(revised.values())))
+
+    return summary
+
+
+def revision_assets(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    if settings.revisions.rounds < 1:
+        return []
+    rounds = range(1, settings.revisions.rounds + 1)
+    return [
+        *(round_assets(settings, model, layers, k) for k in rounds),
+        revision_summary_asset(settings, model),
+    ]

@@ -176,7 +176,9 @@ def explain(
             if neuron not in train:
                 rows.append(_row(neuron, explainer, 0, error="no train top excerpts"))
             else:
-                text = explain_by_token_statistics(train[neuron], reference.get(neuron, []))
+                text = explain_by_token_statistics(
+                    train[neuron], reference.get(neuron, []), max_tokens=profile.max_cues
+                )
                 rows.append(_row(neuron, explainer, 0, explanation=text))
             tick()
         return pl.DataFrame(rows, schema=EXPLANATIONS_SCHEMA), []

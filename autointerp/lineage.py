@@ -613,3 +613,91 @@ def _render_call(call: LLMCall, indent: str) -> list[str]:
 
 def _fmt(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+# --- Revision rounds --------------------------------------------------------------------------
+
+
+@dataclass
+class RevisionRound:
+    round: int
+    explainer: str
+    previous_explanation: str | None
+    revised_explanation: str | None
+    kept: bool
+    previous_score: float | None  # calibration
+    candidate_score: float | None  # calibration
+    reported_score: float | None  # test, of the explanation carried forward
+    error: str | None
+    counterexamples: list[dict[str, Any]]  # source, expected, text, miss, error
+
+
+def revision_history(
+    delta_root: Path, model_prefix: str, layer: int, neuron: int
+) -> list[RevisionRound]:
+    """The neuron's revision rounds (revised_explanations_rK), each with the counterexamples
+    behind it (counterexamples_rK); empty when no round was materialized."""
+    rounds = []
+    root = Path(delta_root) / model_prefix
+    k = 1
+    while delta.table_version(str(root / f"revised_explanations_r{k}")) is not None:
+        where = pl.col("neuron") == neuron
+        revised = delta.read_table(
+            str(root / f"revised_explanations_r{k}"),
+            partition_column=PARTITION,
+            partitions=[layer],
+            where=where,
+        )
+        counter = delta.read_table(
+            str(root / f"counterexamples_r{k}"),
+            partition_column=PARTITION,
+            partitions=[layer],
+            columns=["neuron", "explainer", "source", "expected", "text", "miss", "error"],
+            where=where,
+        )
+        for row in revised.iter_rows(named=True):
+            shown = counter.filter(pl.col("explainer") == row["explainer"]).sort(
+                "miss", descending=True, nulls_last=True
+            )
+            rounds.append(
+                RevisionRound(
+                    round=k,
+                    explainer=row["explainer"],
+                    previous_explanation=row["previous_explanation"],
+                    revised_explanation=row["revised_explanation"],
+                    kept=bool(row["kept"]),
+                    previous_score=row["previous_score"],
+                    candidate_score=row["candidate_score"],
+                    reported_score=row["reported_score"],
+                    error=row["error"],
+                    counterexamples=shown.drop("neuron", "explainer", PARTITION).to_dicts(),
+                )
+            )
+        k += 1
+    return rounds
+
+
+def render_revisions(rounds: Sequence[RevisionRound]) -> str:
+    lines = []
+    for r in rounds:
+        verdict = "kept" if r.kept else "not kept"
+        lines.append(
+            f"round {r.round} ({r.explainer}): {verdict}; calibration "
+            f"{_fmt(r.previous_score)} -> {_fmt(r.candidate_score)}; test now "
+            f"{_fmt(r.reported_score)}"
+        )
+        lines.append(f"  before:  {r.previous_explanation}")
+        lines.append(f"  revised: {r.revised_explanation}" + (f"  ({r.error})" if r.error else ""))
+        for c in r.counterexamples:
+            text = (c["text"] or "").replace("\n", " ")[:80]
+            lines.append(f"    {c['source']:9} {c['expected']:15} miss {_fmt(c['miss'])}  {text}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def revisions_json(rounds: Sequence[RevisionRound]) -> list[dict[str, Any]]:
+    """Plain JSON of the rounds, NaN as null."""
+    return [_json_safe(asdict(r)) for r in rounds]

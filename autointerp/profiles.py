@@ -58,7 +58,7 @@ _OPERATIONAL = frozenset(
 )
 # Keys a baseline profile takes; anything else (a model, a prompt) means kind = "llm" was meant.
 _BASELINE_KEYS = {
-    "explainer": frozenset({"kind", "neuron_sample"}),
+    "explainer": frozenset({"kind", "neuron_sample", "max_cues"}),
     "simulator": frozenset({"kind", "method", "calibration"}),
 }
 
@@ -140,6 +140,7 @@ class ExplainerProfile:
     prompt_price_per_m: float | None = None  # USD per 1M tokens
     completion_price_per_m: float | None = None
     neuron_sample: str = "all"
+    max_cues: int = 5  # the baseline: how many tokens or contexts an explanation names
 
     @property
     def hash(self) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, scoring
+from benchmarks import capture, lineage, llm, memory, refresh, scoring
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "llm": llm.main,
     "scoring": scoring.main,
     "lineage": lineage.main,
+    "refresh": refresh.main,
 }
 
 if __name__ == "__main__":

@@ -200,13 +200,25 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
     """Print the chain behind one neuron's scores, from the stored tables (no LLM call)."""
     import json
 
-    from autointerp.lineage import render_text, score_lineage, to_json
+    from autointerp.lineage import (
+        render_revisions,
+        render_text,
+        revision_history,
+        revisions_json,
+        score_lineage,
+        to_json,
+    )
 
     model = settings.model(args.model)
-    lineage = score_lineage(
-        settings.delta_root, model.key_prefix, args.layer, args.neuron, args.explainer
-    )
-    print(json.dumps(to_json(lineage), indent=2) if args.json else render_text(lineage))
+    where = (settings.delta_root, model.key_prefix, args.layer, args.neuron)
+    lineage = score_lineage(*where, args.explainer)
+    rounds = revision_history(*where)
+    if args.json:
+        print(json.dumps({**to_json(lineage), "revisions": revisions_json(rounds)}, indent=2))
+    else:
+        print(render_text(lineage))
+        if rounds:
+            print("\nRevision rounds\n" + render_revisions(rounds))
 
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> None:

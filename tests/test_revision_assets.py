@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from autointerp.delta import read_table
 from pipelines.cli import main
 from tests.conftest import write_config, write_text_corpus
@@ -36,6 +38,16 @@ def test_rounds_are_assets_and_only_their_settings_unsync_them(
     assert set(counter["source"]) <= {"generated", "mined"} and counter.height > 0
     summary = read_table(str(home / "delta/tiny/revision_summary"))
     assert sorted(summary.select("layer", "round").rows()) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+
+    # The lineage of a revised neuron shows its rounds and the counterexamples behind them.
+    capsys.readouterr()
+    main(["lineage", "--layer", "1", "--neuron", "2", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert [r["round"] for r in document["revisions"]] == [1, 2]
+    first = document["revisions"][0]
+    assert first["previous_explanation"] and first["counterexamples"]
+    main(["lineage", "--layer", "1", "--neuron", "2"])
+    assert "Revision rounds" in capsys.readouterr().out
 
     # A third round: only the new round and the summary need work; nothing upstream changes.
     configure(rounds=3)

@@ -4,12 +4,11 @@ import warnings
 
 import dagster as dg
 
-from assets.compare import compare_asset
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
 from assets.neuron_records import neuron_records_asset
 from assets.revisions import revision_assets
-from assets.score_summary import score_summary_asset
+from assets.score_views import score_view_assets
 from assets.scores import scores_asset
 from assets.simulations import simulations_assets
 from assets.top_k_excerpts import top_k_excerpts_asset
@@ -34,7 +33,6 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         explanations_assets(settings, model, layers),
         simulations_assets(settings, model, layers),
         scores_asset(settings, model, layers),
-        score_summary_asset(model),
-        compare_asset(model),
+        *score_view_assets(model),
         *revision_assets(settings, model, layers),
     ]

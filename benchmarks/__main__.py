@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, scoring
+from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "scoring": scoring.main,
     "lineage": lineage.main,
     "refresh": refresh.main,
+    "revisions": revisions.main,
 }
 
 if __name__ == "__main__":

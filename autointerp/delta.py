@@ -53,8 +53,11 @@ def write_partitions(
     without one, the whole table is replaced, schema included. The first write creates the table.
     `replace_within` narrows the replacement to rows whose columns hold the listed values (e.g.
     {"explainer": ["a"]}: rows of other explainers in those partitions stay), and the frame may
-    hold no other values there.
+    hold no other values there. A table written before it had such a column has rows that belong
+    to no value of it: those partitions are replaced whole.
     """
+    options = dict(storage_options) if storage_options else None
+    existing = _open_for_write(uri, options)
     if partition_column is None:
         if partitions is not None:
             raise InputError(f"{uri}: partitions {list(partitions)} given without a column")
@@ -63,16 +66,16 @@ def write_partitions(
     else:
         values = _checked_partitions(uri, frame, partition_column, partitions)
         predicate = [_in_predicate(partition_column, values)]
+        known = existing.schema().to_arrow().names if existing is not None else []
         for column, allowed in (replace_within or {}).items():
             _checked_partitions(uri, frame, column, list(allowed))
-            predicate.append(_in_predicate(column, list(allowed)))
+            if column in known:
+                predicate.append(_in_predicate(column, list(allowed)))
         layout = {
             "predicate": " AND ".join(predicate),
             "partition_by": [partition_column],
             "schema_mode": "merge",
         }
-    options = dict(storage_options) if storage_options else None
-    existing = _open_for_write(uri, options)
     write_deltalake(
         existing if existing is not None else uri,
         frame.to_arrow(),

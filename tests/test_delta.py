@@ -249,3 +249,51 @@ def test_a_write_killed_before_its_commit_leaves_the_table_as_it_was(uri, tmp_pa
     assert write(uri, layer_frame(0, rows=4), [0]) == 1
     assert rows(uri).get_column("layer").value_counts().sort("layer").rows() == [(0, 4), (1, 3)]
     assert len(DeltaTable(uri).file_uris()) == 2  # the orphans stay out of the table
+
+
+def profile_rows(layer: int, explainer: str, n: int = 2) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"layer": [layer] * n, "neuron": list(range(n)), "explainer": [explainer] * n}
+    )
+
+
+def test_replace_within_keeps_other_profiles_rows(uri):
+    def write_as(frame: pl.DataFrame, explainer: str) -> int:
+        return write_partitions(
+            uri,
+            frame,
+            partition_column="layer",
+            partitions=sorted(set(frame["layer"])),
+            commit_metadata={},
+            replace_within={"explainer": [explainer]},
+        )
+
+    write_as(pl.concat([profile_rows(0, "a"), profile_rows(1, "a")]), "a")
+    write_as(profile_rows(0, "b", n=3), "b")
+    assert read_table(uri).group_by("layer", "explainer").len().sort(
+        "layer", "explainer"
+    ).rows() == [
+        (0, "a", 2),
+        (0, "b", 3),
+        (1, "a", 2),
+    ]
+    write_as(profile_rows(0, "b", n=1), "b")  # B again: only B's rows of layer 0 change
+    assert read_table(uri).filter(layer=0).group_by("explainer").len().sort("explainer").rows() == [
+        ("a", 2),
+        ("b", 1),
+    ]
+    with pytest.raises(InputError, match="explainer"):  # a frame may not carry another's rows
+        write_as(profile_rows(0, "a"), "b")
+
+
+def test_replace_within_a_column_the_table_does_not_have_yet_replaces_the_partition(uri):
+    write(uri, pl.DataFrame({"layer": [0, 0, 1], "neuron": [0, 1, 0]}), [0, 1])
+    write_partitions(
+        uri,
+        profile_rows(0, "a", n=1),
+        partition_column="layer",
+        partitions=[0],
+        commit_metadata={},
+        replace_within={"explainer": ["a"]},
+    )
+    assert rows(uri).select("layer", "neuron", "explainer").rows() == [(0, 0, "a"), (1, 0, None)]

@@ -32,11 +32,7 @@ def revision_profiles(settings: Settings) -> tuple:
 
 def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
     """The revision's neuron sample, taken per layer."""
-    chosen = [
-        neuron
-        for layer in current.partition_by("layer")
-        for neuron in select_neurons(neurons_of(layer), neuron_sample)
-    ]
+    chosen = select_neurons(neurons_of(current), neuron_sample)
     keep = pl.DataFrame(
         [(n.layer, n.neuron) for n in chosen],
         schema={"layer": pl.Int32, "neuron": pl.Int32},

@@ -84,17 +84,22 @@ def neurons_of(excerpts: pl.DataFrame) -> list[NeuronId]:
 def select_neurons(
     neurons: Sequence[NeuronId], neuron_sample: str | NeuronSample
 ) -> list[NeuronId]:
-    """The neurons a profile runs on, sorted: all of them, the first N, or N chosen at random
-    with a seed (the same neurons on every run). Applied to the neurons given, so the assets,
-    which pass one layer's neurons, take N per layer."""
+    """The neurons a profile runs on, sorted, taken per layer (a run may span several): all of
+    them, the first N, or N chosen at random with a seed (the same neurons on every run)."""
     sample = NeuronSample.parse(neuron_sample) if isinstance(neuron_sample, str) else neuron_sample
-    ordered = sorted(neurons, key=lambda n: (n.layer, n.neuron))
-    if sample.mode == "all" or sample.count is None or sample.count >= len(ordered):
-        return ordered
-    if sample.mode == "first":
-        return ordered[: sample.count]
-    picks = np.random.default_rng(sample.seed).choice(len(ordered), sample.count, replace=False)
-    return [ordered[i] for i in sorted(picks)]
+    chosen: list[NeuronId] = []
+    for layer in sorted({n.layer for n in neurons}):
+        ordered = sorted((n for n in neurons if n.layer == layer), key=lambda n: n.neuron)
+        if sample.mode == "all" or sample.count is None or sample.count >= len(ordered):
+            chosen += ordered
+        elif sample.mode == "first":
+            chosen += ordered[: sample.count]
+        else:
+            picks = np.random.default_rng(sample.seed).choice(
+                len(ordered), sample.count, replace=False
+            )
+            chosen += [ordered[i] for i in sorted(picks)]
+    return chosen
 
 
 def records_by_neuron(

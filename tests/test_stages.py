@@ -175,6 +175,14 @@ def test_select_neurons():
     assert picked == sorted(picked, key=lambda n: n.neuron)
     assert select_neurons(neurons, "random:4:8") != picked
     assert len(select_neurons(neurons, "first:50")) == 10
+    # A run over several layers takes the sample in each layer.
+    two_layers = [NeuronId(layer, i) for layer in (3, 1) for i in range(10)]
+    assert select_neurons(two_layers, "first:2") == [
+        NeuronId(1, 0),
+        NeuronId(1, 1),
+        NeuronId(3, 0),
+        NeuronId(3, 1),
+    ]
 
 
 def test_scores_match_the_reference_functions_and_calibrate_on_the_calibration_split():

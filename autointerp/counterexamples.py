@@ -344,7 +344,12 @@ def true_activations(
     requested = [NeuronId(layer, n) for layer in layers for n in columns[layer]]
     values = [dict.fromkeys(requested, np.zeros(0, dtype=np.float32)) for _ in texts]
     captured: dict[int, torch.Tensor] = {}
-    order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: (len(ids[i]), i))
+    # Templates repeat across neurons: each distinct text runs once, its copies share the result.
+    first: dict[tuple[int, ...], int] = {}
+    for i, row in enumerate(ids):
+        first.setdefault(tuple(row), i)
+    distinct = [i for i in first.values() if ids[i]]
+    order = sorted(distinct, key=lambda i: (len(ids[i]), i))
     with ActivationHooks(subject, layers, captured.__setitem__) as hooks:
         for _, same_length in groupby(order, key=lambda i: len(ids[i])):
             members = list(same_length)
@@ -356,6 +361,8 @@ def true_activations(
                     for row, i in enumerate(batch):
                         for column, n in enumerate(columns[layer]):
                             values[i][NeuronId(layer, n)] = acts[row, :, column]
+    for i, row in enumerate(ids):
+        values[i] = values[first[tuple(row)]]
     return [
         TextActivations(
             tokens=[strings[t] for t in ids[i]],

@@ -67,20 +67,31 @@ def _partition_keys(graph: AssetGraph, key: dg.AssetKey) -> list[str | None]:
 def _needs_refresh(
     resolver: CachingStaleStatusResolver, graph: AssetGraph, key: dg.AssetKey, partition: str | None
 ) -> str | None:
-    """Why `partition` of `key` needs materializing ("stale", "missing"), or None."""
+    """Why `partition` of `key` needs materializing ("stale", "missing"), or None.
+
+    A missing partition is filled in only where the run that made its upstream left off: every
+    parent exists, and a partitioned parent exists for this very partition. So a layer never
+    captured stays for `autointerp run`; its corpus existing is not a reason to capture it.
+    """
     status = resolver.get_status(key, partition)
     if status == StaleStatus.STALE:
         return "stale"
-    if status != StaleStatus.MISSING:
-        return None
     parents = graph.get(key).parent_keys
-    if not parents:
+    if status != StaleStatus.MISSING or not parents:
         return None
+    same_partition = False
     for parent in parents:
-        parent_partition = partition if graph.get(parent).partitions_def else None
-        if resolver.get_status(parent, parent_partition) == StaleStatus.MISSING:
+        if graph.get(parent).partitions_def is None:
+            exists = resolver.get_status(parent, None) != StaleStatus.MISSING
+        elif partition is None:  # an unpartitioned view of a partitioned parent
+            exists = _materialized(resolver, graph, parent)
+            same_partition = same_partition or exists
+        else:
+            exists = resolver.get_status(parent, partition) != StaleStatus.MISSING
+            same_partition = same_partition or exists
+        if not exists:
             return None
-    return "missing"
+    return "missing" if same_partition else None
 
 
 def contiguous(partitions: Sequence[str], order: Sequence[str]) -> list[tuple[str, str]]:

@@ -177,3 +177,14 @@ def test_score_rows_carry_their_lineage(scenario):
         assert row[column] == 0, column
     assert row["dagster_run_id"] and row["code_version"].startswith("scores-")
     assert len(row["excerpt_ids"]) == 4  # top_k=8, random_k=6: 2 top + 2 random per split
+
+
+def test_refresh_leaves_layers_never_captured_alone(scenario, capsys):
+    use, _server, home = scenario
+    use("token-statistics-baseline")
+    main(["run", "--layers", "0", "--excerpts", "60"])
+    before = run_ids(home)
+    main(["refresh"])
+    assert run_ids(home) == before
+    assert "recomputed" not in capsys.readouterr().out
+    assert statuses(home)["neuron_records"] == {"0": "FRESH", "1": "MISSING"}

@@ -106,41 +106,84 @@ def contiguous(partitions: Sequence[str], order: Sequence[str]) -> list[tuple[st
     return [(order[low], order[high]) for low, high in ranges]
 
 
+def _plan(
+    resolver: CachingStaleStatusResolver, graph: AssetGraph
+) -> list[tuple[list[dg.AssetKey], dict[str | None, str]]]:
+    """Each execution set in dependency order, with the partitions it needs and why.
+
+    Staleness is not transitive, so what an upstream refresh will make stale is added here:
+    a partition refreshed upstream makes the same partition of a partitioned child, and an
+    unpartitioned child as a whole, due for refresh too ("upstream").
+    """
+    plan, due, seen = [], {}, set()
+    for key in graph.toposorted_asset_keys:
+        if key in seen:
+            continue
+        together = sorted(graph.get(key).execution_set_asset_keys, key=lambda k: k.path)
+        seen.update(together)
+        wanted: dict[str | None, str] = {}
+        for member in together:
+            for partition in _partition_keys(graph, member):
+                reason = _needs_refresh(resolver, graph, member, partition)
+                reason = reason or due.get((member, partition))
+                if reason:
+                    wanted.setdefault(partition, reason)
+        for member in together:
+            for child in graph.get(member).child_keys:
+                partitioned = graph.get(child).partitions_def is not None
+                for partition in wanted:
+                    target = partition if partitioned else None
+                    if partitioned and partition is None:  # a whole parent: every partition
+                        for each in _partition_keys(graph, child):
+                            due.setdefault((child, each), "upstream")
+                    else:
+                        due.setdefault((child, target), "upstream")
+        plan.append((together, wanted))
+    return plan
+
+
 def refresh(
     instance: dg.DagsterInstance,
     assets: Sequence[dg.AssetsDefinition],
     materialize: Materialize,
 ) -> RefreshReport:
-    """Bring `assets` up to date; `materialize(keys, partition_range)` runs one materialization."""
+    """Bring `assets` up to date; `materialize(keys, partition_range)` runs one materialization.
+
+    The plan runs in as few runs as it can: the partitioned sets that need the same partitions
+    together, one run per contiguous range (a run executes its steps in dependency order), then
+    the unpartitioned ones. A second look afterwards catches what the plan could not foresee.
+    """
     graph = AssetGraph.from_assets(assets)
     report = RefreshReport()
-    done: set[dg.AssetKey] = set()
-    for key in graph.toposorted_asset_keys:
-        if key in done:
-            continue
-        together = sorted(graph.get(key).execution_set_asset_keys, key=lambda k: k.path)
-        done.update(together)
-        name = ", ".join(k.to_user_string() for k in together)
-        resolver = _resolver(instance, graph)
-        wanted: dict[str | None, str] = {}
-        for member in together:
-            for partition in _partition_keys(graph, member):
-                reason = _needs_refresh(resolver, graph, member, partition)
-                if reason:
-                    wanted.setdefault(partition, reason)
-        if not wanted:
+    for _ in range(3):  # the follow-through converges in one pass; the rest are a safeguard
+        plan = _plan(_resolver(instance, graph), graph)
+        pending = [(keys, wanted) for keys, wanted in plan if wanted]
+        if not pending:
+            break
+        by_partitions: dict[tuple, list[dg.AssetKey]] = {}
+        whole: list[dg.AssetKey] = []
+        for keys, wanted in pending:
+            name = ", ".join(k.to_user_string() for k in keys)
+            if None in wanted:
+                whole += keys
+                report.recomputed[name] = []
+                continue
+            order = _partition_keys(graph, keys[0])
+            by_partitions.setdefault(tuple(p for p in order if p in wanted), []).extend(keys)
+            report.recomputed[name] = [f"{p} ({wanted[p]})" for p in order if p in wanted]
+        for partitions, keys in by_partitions.items():
+            order = _partition_keys(graph, keys[0])
+            for low_high in contiguous(list(partitions), order):
+                materialize(keys, low_high)
+        if whole:
+            materialize(whole, None)
+    for keys, _ in _plan(_resolver(instance, graph), graph):
+        name = ", ".join(k.to_user_string() for k in keys)
+        if name not in report.recomputed:
+            resolver = _resolver(instance, graph)
             report.skipped[name] = (
-                "in sync" if _materialized(resolver, graph, key) else "never materialized"
+                "in sync" if _materialized(resolver, graph, keys[0]) else "never materialized"
             )
-            continue
-        if None in wanted:
-            materialize(together, None)
-            report.recomputed[name] = []
-            continue
-        order = _partition_keys(graph, key)
-        for low, high in contiguous(list(wanted), order):
-            materialize(together, (low, high))
-        report.recomputed[name] = [f"{p} ({wanted[p]})" for p in order if p in wanted]
     return report
 
 

@@ -88,14 +88,22 @@ class Moments:
         self.shift: torch.Tensor | None = None
         self.sums = torch.zeros((4, n_neurons), dtype=torch.float64)
         self.max = torch.full((n_neurons,), -torch.inf)
+        self._buffers: list[torch.Tensor] = []
+
+    def _scratch(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        # Two float32 buffers reused batch after batch: a fresh 12 MB tensor per layer and batch
+        # costs more in allocation and page faults than the arithmetic itself.
+        if not self._buffers or self._buffers[0].shape != shape:
+            self._buffers = [torch.empty(shape), torch.empty(shape)]
+        return self._buffers[0], self._buffers[1]
 
     def update(self, values: torch.Tensor, maxes: torch.Tensor) -> None:
-        """values: [tokens, neurons], float32; maxes: [neurons, excerpts], already computed."""
+        """values: [tokens, neurons], any float dtype; maxes: [neurons, excerpts]."""
         if self.shift is None:
-            self.shift = values.mean(dim=0)
-        # In place where possible: this runs for every layer of every batch.
-        d = values - self.shift
-        d2 = d * d
+            self.shift = values.float().mean(dim=0)
+        d, d2 = self._scratch(values.shape)
+        torch.sub(values, self.shift, out=d)  # converts to float32 on the way
+        torch.mul(d, d, out=d2)
         self.sums[0] += d.sum(dim=0)
         self.sums[1] += d2.sum(dim=0)
         self.sums[2] += d.mul_(d2).sum(dim=0)
@@ -167,9 +175,9 @@ class LayerRecords:
         self.plan = plan
 
     def update(self, acts: torch.Tensor, rows: np.ndarray, ids: torch.Tensor) -> None:
-        """acts: [batch, tokens, neurons] for corpus rows `rows` (in processing order)."""
-        acts = acts.float()
-        maxes = acts.amax(dim=1).T.contiguous()  # [neurons, batch]
+        """acts: [batch, tokens, neurons] for corpus rows `rows` (in processing order), in the
+        model's dtype: only what is kept is converted to float32."""
+        maxes = acts.amax(dim=1).float().T.contiguous()  # [neurons, batch]
         self.moments.update(acts.reshape(-1, acts.shape[-1]), maxes)
         self.top.update(maxes, acts, ids)
         for i, row in enumerate(rows):

@@ -22,7 +22,7 @@ def bare_forward(model, tokens: np.ndarray, batch_size: int) -> None:
             model.model(input_ids=ids, attention_mask=torch.ones_like(ids))
 
 
-def main(excerpts: int = 256, repeats: int = 3) -> dict:
+def main(excerpts: int = 512, repeats: int = 2) -> dict:
     settings = default_settings()
     bf16 = subject(settings, "bfloat16")
     frame = corpus(settings, bf16, excerpts)

@@ -335,7 +335,7 @@ def _make_handler(owner: LLMServer) -> type[BaseHTTPRequestHandler]:
                 super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep test output clean
+            """Silent: the default writes every request to stderr."""
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -307,11 +308,9 @@ class LLMClient:
         key = request_hash(payload)
         started = time.monotonic()
         if self.cache is not None and (body := self.cache.get(key)) is not None:
-            try:
+            # Only parseable bodies are stored; an unreadable one is simply asked again.
+            with contextlib.suppress(InvalidResponse):
                 parsed = parse_response(request.kind, body)
-            except InvalidResponse:
-                pass  # only parseable bodies are stored; an unreadable one is simply asked again
-            else:
                 return self._result(key, payload, started, status="cached", parsed=parsed)
         session = self._session()
         pending = session.inflight.get(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -111,13 +112,29 @@ def capture_records(
     }
     captured: dict[int, torch.Tensor] = {}
     done = 0
-    with ActivationHooks(subject, layers, captured.__setitem__) as hooks:
+
+    def update(batch: dict[int, torch.Tensor], rows: np.ndarray) -> None:
+        ids = torch.from_numpy(excerpt_ids[rows])
+        for layer in layers:
+            records[layer].update(batch[layer].cpu(), rows, ids)
+
+    # The records of batch i are updated on a worker thread while batch i+1 runs through the
+    # model: torch releases the GIL, and the forward pass leaves the cores partly idle.
+    with (
+        ActivationHooks(subject, layers, captured.__setitem__) as hooks,
+        ThreadPoolExecutor(max_workers=1) as worker,
+    ):
+        pending: Future | None = None
         for rows in batches(plan.order, subject.spec.batch_size):
             hooks.run(torch.from_numpy(tokens[rows]))
-            ids = torch.from_numpy(excerpt_ids[rows])
-            for layer in layers:
-                records[layer].update(captured.pop(layer).cpu(), rows, ids)
+            batch = dict(captured)
+            captured.clear()
+            if pending is not None:
+                pending.result()  # one batch in flight: memory stays bounded
+            pending = worker.submit(update, batch, rows)
             done += len(rows)
             if progress:
                 progress(done, len(plan.order))
+        if pending is not None:
+            pending.result()
     return pl.concat([records[layer].frame(layer, excerpt_ids) for layer in layers])

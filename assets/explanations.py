@@ -4,7 +4,7 @@ excerpts; and explainer_calls[layer], the audit rows of the LLM calls behind the
 import dagster as dg
 import polars as pl
 
-from assets.checks import check_result
+from assets.checks import blocking_check, check_result
 from assets.lineage import upstream_versions
 from assets.llm_stage import run_profiles
 from autointerp.checks import empty_explanations, missing_neurons
@@ -67,17 +67,15 @@ def explanations_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
         check_specs=[
-            dg.AssetCheckSpec(
+            blocking_check(
+                dg.AssetKey([prefix, "explanations"]),
                 "no_empty_explanations",
-                asset=dg.AssetKey([prefix, "explanations"]),
-                blocking=True,
-                description="Every row without an error holds a non-empty explanation.",
+                "Every row without an error holds a non-empty explanation.",
             ),
-            dg.AssetCheckSpec(
+            blocking_check(
+                dg.AssetKey([prefix, "explanations"]),
                 "every_neuron_explained",
-                asset=dg.AssetKey([prefix, "explanations"]),
-                blocking=True,
-                description="Every neuron each explainer's neuron_sample selects has a row.",
+                "Every neuron each explainer's neuron_sample selects has a row.",
             ),
         ],
     )

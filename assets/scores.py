@@ -5,7 +5,7 @@ its lineage."""
 import dagster as dg
 import polars as pl
 
-from assets.checks import check_result
+from assets.checks import blocking_check, check_result
 from assets.lineage import explanation_id, simulation_id
 from assets.simulations import active_keys, profiles_version, simulator_profiles
 from autointerp.checks import missing_neurons, out_of_range_scores
@@ -57,17 +57,15 @@ def scores_asset(
         metadata={"partition_column": "layer", "replace_within": active_keys(settings)},
         kinds={"delta", "polars"},
         check_specs=[
-            dg.AssetCheckSpec(
+            blocking_check(
+                dg.AssetKey([prefix, "scores"]),
                 "scores_in_range",
-                asset=dg.AssetKey([prefix, "scores"]),
-                blocking=True,
-                description="ev_correlation lies in [-1, 1], or is NaN with undefined_reason.",
+                "ev_correlation lies in [-1, 1], or is NaN with undefined_reason.",
             ),
-            dg.AssetCheckSpec(
+            blocking_check(
+                dg.AssetKey([prefix, "scores"]),
                 "every_explanation_scored",
-                asset=dg.AssetKey([prefix, "scores"]),
-                blocking=True,
-                description="Every neuron with a usable explanation has scores.",
+                "Every neuron with a usable explanation has scores.",
             ),
         ],
     )

@@ -12,7 +12,7 @@ from assets.score_views import score_view_assets
 from assets.scores import scores_asset
 from assets.simulations import simulations_assets
 from assets.top_k_excerpts import top_k_excerpts_asset
-from autointerp.config import ModelSpec, Settings
+from autointerp.config.settings import ModelSpec, Settings
 
 # BackfillPolicy is beta in this Dagster version; the graph relies on it deliberately (one forward
 # pass per run over every layer partition), so its notice is not shown on every load.
@@ -33,6 +33,6 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         explanations_assets(settings, model, layers),
         simulations_assets(settings, model, layers),
         scores_asset(settings, model, layers),
-        *score_view_assets(model),
+        *score_view_assets(settings, model),
         *revision_assets(settings, model, layers),
     ]

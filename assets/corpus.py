@@ -3,9 +3,10 @@
 import dagster as dg
 import polars as pl
 
-from autointerp.config import ModelSpec, Settings
-from autointerp.corpus import build_corpus, corpus_summary, iter_documents, sample_excerpts
-from autointerp.hashing import content_hash
+from autointerp.activations.corpus import build_corpus, corpus_summary, sample_excerpts
+from autointerp.activations.corpus_sources import iter_documents
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
 LOGIC_VERSION = "corpus-1"

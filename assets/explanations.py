@@ -4,26 +4,23 @@ excerpts; and explainer_calls[layer], the audit rows of the LLM calls behind the
 import dagster as dg
 import polars as pl
 
-from assets.checks import blocking_check, check_result
-from assets.lineage import upstream_versions
-from assets.llm_stage import run_profiles
-from autointerp.checks import empty_explanations, missing_neurons
-from autointerp.config import ModelSpec, Settings
-from autointerp.explanations import (
-    check_error_fraction,
-    explain,
-    neuron_excerpts,
-    neurons_of,
-    select_neurons,
+from assets.common import (
+    blocking_check,
+    check_result,
+    explainer_profiles,
+    run_profiles,
+    upstream_versions,
 )
-from autointerp.hashing import content_hash
+from autointerp.activations.excerpts import neuron_excerpts, neurons_of
+from autointerp.activations.sampling import select_neurons
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.errors import check_error_fraction
+from autointerp.explain.explanations import explain
+from autointerp.storage.hashing import content_hash
+from autointerp.table_checks import empty_explanations, missing_neurons
 from resources.llm import LLMClients
 
 LOGIC_VERSION = "explanations-2"
-
-
-def explainer_profiles(settings: Settings) -> list:
-    return [settings.profiles.explainer(name) for name in settings.profiles.active_explainers]
 
 
 def explanations_assets(

@@ -4,10 +4,10 @@ the moments of its activations. One forward pass serves every layer partition of
 import dagster as dg
 import polars as pl
 
-from autointerp.capture import capture_records
-from autointerp.config import ModelSpec, Settings
-from autointerp.hashing import content_hash
+from autointerp.activations.capture import capture_records
+from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
+from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
 LOGIC_VERSION = "neuron-records-1"

@@ -11,12 +11,15 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from assets.llm_stage import audit_rows
-from autointerp.config import ModelSpec, Settings
-from autointerp.counterexamples import find_counterexamples, mining_candidates
-from autointerp.explanations import neuron_excerpts, neurons_of, select_neurons
-from autointerp.hashing import content_hash
-from autointerp.revisions import current_explanations, revise_round, revision_summary
+from assets.common import audit_rows, summary_version
+from autointerp.activations.excerpts import neuron_excerpts, neurons_of
+from autointerp.activations.sampling import select_neurons
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.revise.counterexamples import find_counterexamples
+from autointerp.revise.mining import mining_candidates
+from autointerp.revise.revisions import current_explanations, revise_round
+from autointerp.revise.summary import revision_summary
+from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
 
@@ -48,7 +51,9 @@ def round_assets(
     explainer, simulator = revision_profiles(settings)
     spec = settings.revisions
     # The round count is left out: adding a round leaves the earlier ones in sync.
-    settings_hash = content_hash(explainer.hash, simulator.hash, replace(spec, rounds=0))
+    settings_hash = content_hash(
+        explainer.hash, simulator.hash, replace(spec, rounds=0).hash_content()
+    )
     version = f"{LOGIC_VERSION}-r{round_number}-{settings_hash}"
     previous = (
         {
@@ -147,9 +152,7 @@ def round_assets(
             explainer_client=explainer_client,
             simulator_client=simulator_client,
             candidates=candidates,
-            n_texts=spec.n_texts,
-            mine_k=spec.mine_k,
-            min_miss=spec.min_miss,
+            spec=spec,
         )
         revised, revise_calls = revise_round(
             round_number,
@@ -160,6 +163,7 @@ def round_assets(
             simulator,
             explainer_client=explainer_client,
             simulator_client=simulator_client,
+            spec=spec,
         )
         calls = pl.concat(
             [
@@ -193,7 +197,9 @@ def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDef
         key=[prefix, "revision_summary"],
         ins={f"r{k}": dg.AssetIn(key=[prefix, f"revised_explanations_r{k}"]) for k in rounds},
         group_name=prefix,
-        code_version=f"{LOGIC_VERSION}-summary-{settings.revisions.rounds}",
+        code_version=summary_version(
+            settings, f"{LOGIC_VERSION}-summary-{settings.revisions.rounds}"
+        ),
         description=(
             "Per round and layer: mean test score after and before the round, the share of "
             "neurons whose revision was kept and whose score rose, and the mean change with a "
@@ -202,7 +208,11 @@ def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDef
         kinds={"delta", "polars"},
     )
     def summary(**revised: pl.DataFrame) -> pl.DataFrame:
-        return revision_summary(pl.concat(list(revised.values())))
+        return revision_summary(
+            pl.concat(list(revised.values())),
+            seed=settings.summaries.bootstrap_seed,
+            samples=settings.summaries.bootstrap_samples,
+        )
 
     return summary
 

@@ -5,9 +5,10 @@ from collections.abc import Callable
 import dagster as dg
 import polars as pl
 
-from autointerp.compare import compare_explainers
-from autointerp.config import ModelSpec
-from autointerp.scores import score_summary
+from assets.common import summary_version
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.score.compare import compare_explainers
+from autointerp.score.summary import score_summary
 
 
 def _view(
@@ -31,7 +32,11 @@ def _view(
     return view
 
 
-def score_view_assets(model: ModelSpec) -> list[dg.AssetsDefinition]:
+def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefinition]:
+    bootstrap = {
+        "n_boot": settings.summaries.bootstrap_samples,
+        "seed": settings.summaries.bootstrap_seed,
+    }
     return [
         _view(
             model,
@@ -45,11 +50,11 @@ def score_view_assets(model: ModelSpec) -> list[dg.AssetsDefinition]:
         _view(
             model,
             "compare",
-            "compare-1",
+            summary_version(settings, "compare-1"),
             "Every pair of explainers (same simulator) on the neurons they share: mean "
             "ev_correlation of each on top_and_random of the test split (each neuron's best "
             "sample chosen on valid), the paired difference with a bootstrap 95% interval, and "
             "how many neurons each wins — the data behind 'larger explainers score higher'.",
-            compare_explainers,
+            lambda scores: compare_explainers(scores, **bootstrap),
         ),
     ]

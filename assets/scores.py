@@ -5,12 +5,18 @@ its lineage."""
 import dagster as dg
 import polars as pl
 
-from assets.checks import blocking_check, check_result
-from assets.lineage import explanation_id, simulation_id
-from assets.simulations import active_keys, profiles_version, simulator_profiles
-from autointerp.checks import missing_neurons, out_of_range_scores
-from autointerp.config import ModelSpec, Settings
-from autointerp.scores import KEYS, score
+from assets.common import (
+    active_keys,
+    blocking_check,
+    check_result,
+    profiles_version,
+    simulator_profiles,
+)
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.lineage.ids import explanation_id, simulation_id
+from autointerp.score.scores import score
+from autointerp.storage.schemas import SCORE_KEYS
+from autointerp.table_checks import missing_neurons, out_of_range_scores
 from resources.delta_io import version_read
 
 LOGIC_VERSION = "scores-2"
@@ -82,7 +88,7 @@ def scores_asset(
             for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
         scored = pl.concat(frames) if frames else score(simulations, calibrate=False)
-        scored = scored.join(lineage(context, simulations, explanations), on=KEYS, how="left")
+        scored = scored.join(lineage(context, simulations, explanations), on=SCORE_KEYS, how="left")
         yield dg.Output(scored)
         key = dg.AssetKey([prefix, "scores"])
         yield check_result(key, "scores_in_range", out_of_range_scores(scored))
@@ -106,7 +112,7 @@ def scores_asset(
             for name in ("simulations", "explanations")
         }
         return (
-            simulations.group_by(KEYS)
+            simulations.group_by(SCORE_KEYS)
             .agg(
                 pl.col("call_ids")
                 .explode()

@@ -4,34 +4,20 @@ excerpt, per explanation; and simulator_calls[layer], the audit rows of its LLM 
 import dagster as dg
 import polars as pl
 
-from assets.explanations import explainer_profiles
-from assets.lineage import upstream_versions
-from assets.llm_stage import run_profiles
-from autointerp.config import ModelSpec, Settings
-from autointerp.explanations import check_error_fraction, neuron_excerpts
-from autointerp.hashing import content_hash
-from autointerp.simulations import simulate
+from assets.common import (
+    active_keys,
+    profiles_version,
+    run_profiles,
+    simulator_profiles,
+    upstream_versions,
+)
+from autointerp.activations.excerpts import neuron_excerpts
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.errors import check_error_fraction
+from autointerp.simulate.simulations import simulate
 from resources.llm import LLMClients
 
 LOGIC_VERSION = "simulations-2"
-
-
-def simulator_profiles(settings: Settings) -> list:
-    return [settings.profiles.simulator(name) for name in settings.profiles.active_simulators]
-
-
-def profiles_version(settings: Settings, logic: str) -> str:
-    """A code version from the hashes of the active explainers and simulators."""
-    hashes = [p.hash for p in explainer_profiles(settings) + simulator_profiles(settings)]
-    return f"{logic}-{content_hash(hashes)}"
-
-
-def active_keys(settings: Settings) -> dict[str, list[str]]:
-    """The explainer and simulator names whose rows a write of this stage replaces."""
-    return {
-        "explainer": list(settings.profiles.active_explainers),
-        "simulator": list(settings.profiles.active_simulators),
-    }
 
 
 def simulations_assets(

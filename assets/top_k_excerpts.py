@@ -4,8 +4,8 @@ valid / test; top and random 1:1 in the scoring splits), one row per excerpt nam
 import dagster as dg
 import polars as pl
 
-from autointerp.config import ModelSpec
-from autointerp.splits import split_records
+from autointerp.activations.splits import split_records
+from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
 LOGIC_VERSION = "top-k-excerpts-2"

@@ -1,4 +1,13 @@
-"""The errors autointerp raises for bad input: each says what is wrong and how to fix it."""
+"""The errors autointerp raises for bad input: each says what is wrong and how to fix it; and the
+rule that decides when a stage's row errors fail the stage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class AutointerpError(Exception):
@@ -11,3 +20,23 @@ class ConfigError(AutointerpError):
 
 class InputError(AutointerpError):
     """A request (layers, corpus, excerpt length, a table) cannot be served as asked."""
+
+
+class TooManyErrors(AutointerpError):
+    """More of a stage's rows failed than the configuration's max_error_fraction allows."""
+
+
+def check_error_fraction(frame: pl.DataFrame, max_fraction: float, *, stage: str) -> None:
+    """Raise TooManyErrors when more than `max_fraction` of the frame's rows have an `error`,
+    naming the counts and the most common errors; otherwise return quietly."""
+    total = frame.height
+    errors = frame["error"].drop_nulls().to_list()
+    if not total or len(errors) <= max_fraction * total:
+        return
+    common = "; ".join(
+        f"{message!r} ({count})" for message, count in Counter(errors).most_common(3)
+    )
+    raise TooManyErrors(
+        f"{stage}: {len(errors)} of {total} rows failed ({len(errors) / total:.0%}), more than "
+        f"max_error_fraction = {max_fraction:.0%}. Most common errors: {common}"
+    )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# How stages report progress: called with (done, total), e.g. a ProgressLog.
+Progress = Callable[[int, int], None]
+
 
 class ProgressLog:
     """A `(done, total)` callback that logs rate and time left at most every `every_s` seconds.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from autointerp.capture import capture_records, token_matrix
+from autointerp.activations.capture import capture_records, token_matrix
 from benchmarks.common import best_of, corpus, default_settings, save, subject
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import polars as pl
 
-from autointerp.config import Settings, load_settings, prepare_home
-from autointerp.corpus import build_corpus, iter_documents
-from autointerp.subject_model import SubjectModel, load_subject_model
+from autointerp.activations.corpus import build_corpus
+from autointerp.activations.corpus_sources import iter_documents
+from autointerp.activations.subject_model import SubjectModel, load_subject_model
+from autointerp.config.settings import Settings, load_settings, prepare_home
 
 RESULTS = Path(__file__).parent / "results"
 

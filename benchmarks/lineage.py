@@ -23,20 +23,30 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from autointerp.delta import read_table, write_partitions
-from autointerp.explanations import EXPLANATIONS_SCHEMA, neuron_excerpts, records_by_neuron
-from autointerp.lineage import render_text, reproduce_score, score_lineage
-from autointerp.llm.accounting import CALLS_SCHEMA
-from autointerp.llm.cache import canonical_json, request_hash
-from autointerp.llm.client import Endpoint, LLMRequest
-from autointerp.prompts import build_explanation_request
-from autointerp.scores import score
-from autointerp.simulate import build_chat_request
-from autointerp.simulations import SIMULATIONS_SCHEMA, scoring_pairs
-from autointerp.splits import split_records
+from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
+from autointerp.activations.splits import split_records
+from autointerp.explain.explainer_prompt import build_explanation_request
+from autointerp.lineage.read import reproduce_score, score_lineage
+from autointerp.lineage.render import render_text
+from autointerp.llm.cache import request_hash
+from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.requests import LLMRequest
+from autointerp.score.scores import score
+from autointerp.simulate.simulations import scoring_pairs
+from autointerp.simulate.simulator_prompt import build_chat_request
+from autointerp.storage.delta import read_table, write_partitions
+from autointerp.storage.hashing import canonical_json
+from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA, SIMULATIONS_SCHEMA
 from benchmarks.common import best_of, save
 
 PREFIX = "smollm2_135m"
+
+
+def model_root(folder) -> str:
+    """The URI of the test model's tables under `folder`."""
+    return f"{folder}/{PREFIX}"
+
+
 LAYERS = 30
 NEURONS = 1536
 TOKENS = 64
@@ -238,10 +248,10 @@ def main(repeats: int = 5, layer: int = 17, neuron: int = 1000) -> dict:
         build_s = time.perf_counter() - start
         scores_uri = str(root / PREFIX / "scores")
         scores = read_table(scores_uri)
-        lineage = score_lineage(root, PREFIX, layer, neuron)
+        lineage = score_lineage(model_root(root), layer, neuron)
         lineage_s, read_s, layer_s = best_of(
             repeats,
-            lambda: score_lineage(root, PREFIX, layer, neuron),
+            lambda: score_lineage(model_root(root), layer, neuron),
             lambda: read_table(scores_uri),
             lambda: read_table(
                 str(root / PREFIX / "simulations"), partition_column="layer", partitions=[layer]
@@ -249,10 +259,10 @@ def main(repeats: int = 5, layer: int = 17, neuron: int = 1000) -> dict:
         )
         [reproduce_s] = best_of(
             repeats,
-            lambda: reproduce_score(root, PREFIX, layer, neuron, EXPLAINER[0], SIMULATOR[0]),
+            lambda: reproduce_score(model_root(root), layer, neuron, EXPLAINER[0], SIMULATOR[0]),
         )
         stored, recomputed = reproduce_score(
-            root, PREFIX, layer, neuron, EXPLAINER[0], SIMULATOR[0]
+            model_root(root), layer, neuron, EXPLAINER[0], SIMULATOR[0]
         )
         result = {
             "layers": LAYERS,

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from autointerp.explanations import explain
-from autointerp.llm import LLMClient
-from autointerp.profiles import explainer_profile
+from autointerp.config.profiles import explainer_profile
+from autointerp.explain.explanations import explain
+from autointerp.llm.client import LLMClient
+from autointerp.testing.llm_server import LLMServer
 from benchmarks.common import save
-from tests.llm_server import LLMServer
 
 WORDS = [f" w{i}" for i in range(500)]
 

@@ -17,7 +17,7 @@ LAYERS = [0, 1, 2, 3]
 
 def measure(excerpts: int) -> dict:
     """Run in a child process: capture LAYERS over `excerpts`, report peak RSS and input size."""
-    from autointerp.capture import capture_records, token_matrix
+    from autointerp.activations.capture import capture_records, token_matrix
     from benchmarks.common import corpus, default_settings, subject
 
     settings = default_settings()

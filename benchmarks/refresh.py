@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from autointerp.config import DEFAULT_CONFIG, load_settings
+from autointerp.config.settings import DEFAULT_CONFIG, load_settings
 from benchmarks.common import save
 from pipelines.cli import main as cli
 

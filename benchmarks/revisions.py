@@ -31,25 +31,32 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from autointerp.config import load_settings
-from autointerp.counterexamples import GENERATION_SYSTEM_MESSAGE, find_counterexamples
-from autointerp.delta import read_table
-from autointerp.explanations import explain, neuron_excerpts
-from autointerp.llm import CallResult, LLMClient, Usage
-from autointerp.profiles import explainer_profile, simulator_profile
-from autointerp.prompts import EXPLAINER_SYSTEM_MESSAGE
-from autointerp.revisions import REVISION_SYSTEM_MESSAGE, current_explanations, revise_round
-from autointerp.scores import score
-from autointerp.simulate import CHAT_SYSTEM_MESSAGE
-from autointerp.simulations import simulate
-from autointerp.splits import split_records
-from autointerp.subject_model import load_subject_model
+from autointerp.activations.excerpts import neuron_excerpts
+from autointerp.activations.splits import split_records
+from autointerp.activations.subject_model import load_subject_model
+from autointerp.config.profiles import explainer_profile, simulator_profile
+from autointerp.config.settings import load_settings
+from autointerp.explain.explainer_prompt import EXPLAINER_SYSTEM_MESSAGE
+from autointerp.explain.explanations import explain
+from autointerp.llm.accounting import Usage
+from autointerp.llm.client import LLMClient
+from autointerp.llm.requests import CallResult
+from autointerp.revise.counterexamples import find_counterexamples
+from autointerp.revise.generation import GENERATION_SYSTEM_MESSAGE
+from autointerp.revise.revisions import REVISION_SYSTEM_MESSAGE, current_explanations, revise_round
+from autointerp.score.scores import score
+from autointerp.simulate.simulations import simulate
+from autointerp.simulate.simulator_prompt import CHAT_SYSTEM_MESSAGE
+from autointerp.storage.delta import read_table, table_version
+from autointerp.testing.llm_server import (
+    LLMServer,
+    chat_simulator_handler,
+    explained_word,
+    no_sleep,
+)
+from autointerp.testing.tiny_models import make_tiny_model, tiny_spec
 from benchmarks.common import save
 from benchmarks.llm import ServerProcess
-from tests.llm_server import LLMServer
-from tests.test_revisions import no_sleep
-from tests.test_stages import chat_simulator_handler, explained_word
-from tests.tiny_models import make_tiny_model, tiny_spec
 
 LAYER = 0
 WORDS = [
@@ -322,11 +329,11 @@ def _layers(present: Sequence[int], wanted: Sequence[int] = OFFLINE_LAYERS) -> l
     return sorted(chosen)
 
 
-def _overall_improved(root: Path, last: int, layers: Sequence[int]) -> dict[tuple, float] | None:
+def _overall_improved(root: str, last: int, layers: Sequence[int]) -> dict[tuple, float] | None:
     """Per (layer, profiles): the share of neurons whose test score after the last round is
     above the one before round 1, from the per-round tables when they are there."""
-    first, final = root / "revised_explanations_r1", root / f"revised_explanations_r{last}"
-    if not ((first / "_delta_log").exists() and (final / "_delta_log").exists()):
+    first, final = f"{root}/revised_explanations_r1", f"{root}/revised_explanations_r{last}"
+    if table_version(first) is None or table_version(final) is None:
         return None
     keys = ["layer", "neuron", "explainer", "explainer_hash", "simulator", "simulator_hash"]
     group = ["layer", "explainer", "simulator"]
@@ -341,9 +348,9 @@ def _overall_improved(root: Path, last: int, layers: Sequence[int]) -> dict[tupl
     return {tuple(row[:3]): row[3] for row in shares.select(*group, "improved").iter_rows()}
 
 
-def offline_rounds(root: Path) -> dict:
-    table = root / "revision_summary"
-    if not (table / "_delta_log").exists():
+def offline_rounds(root: str) -> dict:
+    table = f"{root}/revision_summary"
+    if table_version(table) is None:
         return {
             "available": False,
             "reason": f"no revision_summary table at {table}: run `make demo` first (it takes "
@@ -381,7 +388,7 @@ def offline_rounds(root: Path) -> dict:
 
 def main(neurons: int = 24) -> dict:
     settings = load_settings()
-    root = settings.delta_root / settings.model().key_prefix
+    root = settings.model_root(settings.model())
     result = {"llm_path": llm_costs(neurons), "offline_rounds": offline_rounds(root)}
     save("revisions", result)
     return result

@@ -10,9 +10,9 @@ import tempfile
 import numpy as np
 import polars as pl
 
-from autointerp.delta import read_table, write_partitions
-from autointerp.scores import score
-from autointerp.simulations import SIMULATIONS_SCHEMA
+from autointerp.score.scores import score
+from autointerp.storage.delta import read_table, write_partitions
+from autointerp.storage.schemas import SIMULATIONS_SCHEMA
 from benchmarks.common import best_of, save
 
 SPLITS = ("calibration", "valid", "test")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from autointerp.config import ModelSpec, Settings, load_settings, prepare_home
+from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
-from autointerp.summary import records_summary
+from autointerp.storage.delta import read_table
 from pipelines.refresh import contiguous
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
@@ -171,28 +171,32 @@ def _last_corpus_size(materialize: Materializer) -> int | None:
 
 
 def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
-    from autointerp.delta import read_table
+    from autointerp.activations.neuron_records import records_summary
 
-    root = settings.delta_root / model.key_prefix
-    records = read_table(
-        str(root / "neuron_records"),
+    def read(table: str, **options) -> pl.DataFrame:
+        return read_table(
+            settings.table_uri(model, table),
+            storage_options=settings.storage.storage_options,
+            **options,
+        )
+
+    records = read(
+        "neuron_records",
         partition_column="layer",
         partitions=list(layers),
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
-    summary = read_table(str(root / "score_summary")).filter(pl.col("layer").is_in(list(layers)))
+    summary = read("score_summary").filter(pl.col("layer").is_in(list(layers)))
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
         if settings.revisions.rounds:
-            revisions = read_table(str(root / "revision_summary")).filter(
-                pl.col("layer").is_in(list(layers))
-            )
+            revisions = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
             print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
-    print(f"\nDelta tables: {root}")
+    print(f"\nDelta tables: {settings.model_root(model)}")
     print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 
 
@@ -200,19 +204,14 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
     """Print the chain behind one neuron's scores, from the stored tables (no LLM call)."""
     import json
 
-    from autointerp.lineage import (
-        render_revisions,
-        render_text,
-        revision_history,
-        revisions_json,
-        score_lineage,
-        to_json,
-    )
+    from autointerp.lineage.read import revision_history, score_lineage
+    from autointerp.lineage.render import render_revisions, render_text, revisions_json, to_json
 
     model = settings.model(args.model)
-    where = (settings.delta_root, model.key_prefix, args.layer, args.neuron)
-    lineage = score_lineage(*where, args.explainer)
-    rounds = revision_history(*where)
+    where = (settings.model_root(model), args.layer, args.neuron)
+    options = {"storage_options": settings.storage.storage_options}
+    lineage = score_lineage(*where, args.explainer, **options)
+    rounds = revision_history(*where, **options)
     if args.json:
         print(json.dumps({**to_json(lineage), "revisions": revisions_json(rounds)}, indent=2))
     else:
@@ -223,17 +222,24 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> None:
     """Explainers side by side on the neurons they share."""
-    from autointerp.compare import compare_explainers, format_comparison
-    from autointerp.delta import read_table
+    from autointerp.score.compare import compare_explainers, format_comparison
 
     model = settings.model(args.model)
-    scores = read_table(str(settings.delta_root / model.key_prefix / "scores"))
-    print(format_comparison(compare_explainers(scores, split=args.split)))
+    scores = read_table(
+        settings.table_uri(model, "scores"), storage_options=settings.storage.storage_options
+    )
+    comparison = compare_explainers(
+        scores,
+        split=args.split,
+        n_boot=settings.summaries.bootstrap_samples,
+        seed=settings.summaries.bootstrap_seed,
+    )
+    print(format_comparison(comparison))
 
 
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
-    from autointerp.config import PROJECT_ROOT
+    from autointerp.config.settings import PROJECT_ROOT
 
     dagster = str(Path(sys.executable).parent / "dagster")
     workspace = str(PROJECT_ROOT / "workspace.yaml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import model_assets
-from autointerp.config import ModelSpec, Settings, load_settings
+from autointerp.config.settings import ModelSpec, Settings, load_settings
 from resources.delta_io import DeltaIOManager
 from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
@@ -17,7 +17,9 @@ from resources.subject_models import SubjectModels
 
 def resources(settings: Settings) -> dict[str, object]:
     return {
-        "io_manager": DeltaIOManager(root_uri=str(settings.delta_root)),
+        "io_manager": DeltaIOManager(
+            root_uri=settings.delta_root, storage_options=settings.storage.storage_options
+        ),
         "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
         "llm": LLMClients(cache_dir=str(settings.llm_cache)),
     }

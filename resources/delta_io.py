@@ -1,4 +1,4 @@
-"""The IO manager that stores every asset as a Delta table (see autointerp.delta).
+"""The IO manager that stores every asset as a Delta table (see autointerp.storage.delta).
 
 Each asset is the table `root_uri/<asset key path>`. A partitioned asset names its partition
 column in its definition metadata (`partition_column`, default "layer"); the step's partitions are
@@ -16,7 +16,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from autointerp import delta
+from autointerp.storage import delta
 
 DEFAULT_PARTITION_COLUMN = "layer"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from autointerp.config.profiles import ExplainerProfile, SimulatorProfile
 from autointerp.llm import LLMClient
-from autointerp.profiles import ExplainerProfile, SimulatorProfile
 
 
 class LLMClients(dg.ConfigurableResource):

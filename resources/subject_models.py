@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from autointerp.config import ModelSpec
-from autointerp.subject_model import SubjectModel, load_subject_model
+from autointerp.activations.subject_model import SubjectModel, load_subject_model
+from autointerp.config.settings import ModelSpec
 
 
 class SubjectModels(dg.ConfigurableResource):

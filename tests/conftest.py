@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from autointerp.config import Settings, load_settings
-from tests.tiny_models import make_tiny_model
+from autointerp.config.settings import Settings, load_settings
+from autointerp.testing.tiny_models import make_tiny_model
 
 WORDS = [
     "the",
@@ -121,3 +122,26 @@ def tiny_settings(tmp_path, tiny_model_dir, monkeypatch) -> Settings:
     corpus = write_text_corpus(tmp_path / "corpus")
     config = write_config(tmp_path / "autointerp.toml", tiny_model_dir, corpus)
     return load_settings(config, home=tmp_path / "home")
+
+
+@pytest.fixture
+def tiny_env(tmp_path, tiny_model_dir, monkeypatch) -> Path:
+    """AUTOINTERP_CONFIG / AUTOINTERP_HOME pointing at a tiny model, as a user would set them."""
+    corpus = write_text_corpus(tmp_path / "corpus")
+    config = write_config(tmp_path / "autointerp.toml", tiny_model_dir, corpus)
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(config))
+    monkeypatch.setenv("AUTOINTERP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("AUTOINTERP_ALLOW_HUB", raising=False)
+    return tmp_path
+
+
+def statuses(home) -> dict[str, dict[str, str]]:
+    """Dagster's own view: each asset's stale status per layer, read through the instance."""
+    from assets import model_assets
+    from pipelines.refresh import stale_statuses
+
+    settings = load_settings()
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        found = stale_statuses(instance, model_assets(settings, settings.model("tiny")))
+    return {key.path[-1]: {str(p): s.value for p, s in per.items()} for key, per in found.items()}

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
-from autointerp.baselines import (
-    CONTEXT_WEIGHT,
-    QUOTED_WEIGHT,
-    explain_by_token_statistics,
-    lexical_model,
-    normalize_token,
-    simulate_lexical,
-    simulate_lexical_many,
-    stem,
-)
-from autointerp.data_model import ActivationRecord
-from autointerp.scoring import score_all
+from autointerp.activations.data_model import ActivationRecord
+from autointerp.explain.baseline import explain_by_token_statistics
+from autointerp.score.metrics import score_all
+from autointerp.simulate.baseline import DEFAULT_WEIGHTS, lexical_model, simulate_lexical
+from autointerp.token_text import normalize_token, stem
 
 WORDS = (  # noqa: SIM905
     "the a of and to in is was he she it that with for on as his her by at from this they we "
@@ -44,7 +37,7 @@ def held_out_correlation(rng, texts, neuron) -> tuple[str, float]:
     random = [records[i] for i in rng.choice(len(records), 15, replace=False)]
     explanation = explain_by_token_statistics(ranked[0::4], random)
     test = ranked[3::4] + random[2::3]
-    predicted = simulate_lexical_many(explanation, [r.tokens for r in test])
+    predicted = [simulate_lexical(explanation, r.tokens) for r in test]
     return explanation, score_all([r.activations for r in test], predicted).ev_correlation
 
 
@@ -101,8 +94,8 @@ def test_normalization_and_stems():
 
 def test_lexical_model_reads_quotes_words_and_contexts():
     model = lexical_model('ships, and words like “harbor” or \'boat\' following "the" or "a"')
-    assert model.exact["harbor"] == model.exact["boat"] == QUOTED_WEIGHT
-    assert model.stems["ship"] < QUOTED_WEIGHT  # unquoted words weigh less
+    assert model.exact["harbor"] == model.exact["boat"] == DEFAULT_WEIGHTS.quoted
+    assert model.stems["ship"] < DEFAULT_WEIGHTS.quoted  # unquoted words weigh less
     assert model.contexts == {"the", "a"}
     assert "like" not in model.exact and "words" not in model.exact
 
@@ -113,7 +106,7 @@ def test_lexical_simulator_predictions():
     # a stem match weighs 7; "after the" adds 3, capped at 10
     assert simulate_lexical(explanation, tokens) == pytest.approx([0, 7, 10, 0, 0, 10, 0, 0, 0, 3])
     after = simulate_lexical('the token right after "mr"', [" Mr", " Hall", " Mr", "\n", " Li"])
-    assert after == pytest.approx([0, CONTEXT_WEIGHT, 0, 0, CONTEXT_WEIGHT])
+    assert after == pytest.approx([0, DEFAULT_WEIGHTS.context, 0, 0, DEFAULT_WEIGHTS.context])
 
 
 def test_lexical_simulator_knows_nothing_of_unnamed_tokens():

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from autointerp.config import load_settings
-from autointerp.delta import read_table
+from autointerp.config.settings import load_settings
+from autointerp.storage.delta import read_table
 from pipelines.cli import main
 
 pytestmark = pytest.mark.slow

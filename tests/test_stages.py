@@ -12,24 +12,32 @@ import numpy as np
 import polars as pl
 import pytest
 
-from autointerp.data_model import NeuronId
-from autointerp.explanations import (
-    EXPLANATIONS_SCHEMA,
-    TooManyErrors,
-    check_error_fraction,
-    explain,
-    neuron_excerpts,
-    select_neurons,
+from autointerp.activations.data_model import NeuronId
+from autointerp.activations.excerpts import neuron_excerpts
+from autointerp.activations.sampling import select_neurons
+from autointerp.activations.splits import split_records
+from autointerp.config.profiles import explainer_profile, load_profiles, simulator_profile
+from autointerp.errors import TooManyErrors, check_error_fraction
+from autointerp.explain.explainer_prompt import EXPLAINER_SYSTEM_MESSAGE
+from autointerp.explain.explanations import explain
+from autointerp.explain.few_shot import FEW_SHOT_SETS
+from autointerp.llm.client import LLMClient
+from autointerp.score.calibration import fit_linear_calibration
+from autointerp.score.metrics import score_all
+from autointerp.score.scores import score
+from autointerp.score.summary import score_summary
+from autointerp.simulate.simulations import simulate
+from autointerp.storage.schemas import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, SIMULATIONS_SCHEMA
+from autointerp.testing.llm_server import (
+    COMPLETIONS_PATH,
+    Answer,
+    LLMServer,
+    Tok,
+    chat_simulator_handler,
+    no_sleep,
+    server_error,
+    tokenize,
 )
-from autointerp.llm import LLMClient
-from autointerp.profiles import explainer_profile, load_profiles, simulator_profile
-from autointerp.prompts import EXPLAINER_SYSTEM_MESSAGE, FEW_SHOT_SETS
-from autointerp.scores import SCORES_SCHEMA, score, score_summary
-from autointerp.scoring import fit_linear_calibration, score_all
-from autointerp.simulate import CHAT_SYSTEM_MESSAGE
-from autointerp.simulations import SIMULATIONS_SCHEMA, simulate
-from autointerp.splits import split_records
-from tests.llm_server import COMPLETIONS_PATH, Answer, LLMServer, Tok, server_error, tokenize
 
 FILLER = [" the", " old", " man", " walked", " into", " town", " and", " saw", " a", " house"]
 FILLER += [" by", " river", " under", " grey", " sky", " with", " his", " friend", ",", "."]
@@ -288,10 +296,6 @@ def test_summary_picks_each_neurons_sample_on_valid_not_test():
 # --- LLM profiles against the scripted server ------------------------------------------------
 
 
-async def no_sleep(_: float) -> None:
-    """Retries without waiting: the backoff schedule is the client's own tests' business."""
-
-
 def rank0_neurons(excerpts: pl.DataFrame) -> dict[int, int]:
     """The excerpt shown first to the explainer (train top rank 0) -> its neuron."""
     first = excerpts.filter((pl.col("split") == "train") & (pl.col("rank") == 0))
@@ -315,38 +319,6 @@ def explainer_handler(excerpts: pl.DataFrame, *, faults: bool = True):
             return Answer(["\n"] * n)
         word = TRIGGERS[neuron].strip() if neuron < len(TRIGGERS) else "nothing"
         return Answer([f" the word {word}, take {i}. More text" for i in range(n)])
-
-    return handler
-
-
-def target_tokens(content: str) -> list[str]:
-    return content.split("\nTokens:\n", 1)[1].split("\n")
-
-
-def explained_word(content: str) -> str:
-    return re.search(r"does is find the word (\w+)", content)[1]
-
-
-def chat_simulator_handler(unreadable: int | None = None, failing: int | None = None):
-    """token<TAB>number lines: 8 on the explained word (p = 0.75, else 0), 1 elsewhere; for the
-    excerpt `unreadable` a reply with no such line, for `failing` HTTP 500."""
-
-    def handler(received):
-        content = received.body["messages"][-1]["content"]
-        assert received.body["messages"][0]["content"] == CHAT_SYSTEM_MESSAGE
-        tokens, word = target_tokens(content), explained_word(content)
-        if tokens[0] == f" x{unreadable}":
-            return "I cannot predict that."
-        if tokens[0] == f" x{failing}":
-            return server_error(500)
-        reply: list[Tok] = []
-        for i, token in enumerate(tokens):
-            value = "8" if token.strip() == word else "1"
-            top = {value: math.log(0.75), "0": math.log(0.25), "x": -0.01}
-            reply += [Tok(token), Tok("\t"), Tok(value, math.log(0.75), top)]
-            if i < len(tokens) - 1:
-                reply.append(Tok("\n"))
-        return Answer([reply])
 
     return handler
 
@@ -407,9 +379,9 @@ def test_llm_explanations_with_n_samples_and_per_neuron_errors(excerpts, tmp_pat
     malformed = frame.filter(pl.col("neuron") == MALFORMED)
     assert all("no explanation" in e for e in malformed["error"])
 
-    check_error_fraction(frame, 0.5)  # 6 of 15 rows
+    check_error_fraction(frame, 0.5, stage="explanations")  # 6 of 15 rows
     with pytest.raises(TooManyErrors, match=r"6 of 15 rows failed \(40%\).*HTTP 503"):
-        check_error_fraction(frame, 0.2)
+        check_error_fraction(frame, 0.2, stage="explanations")
 
 
 def test_explainer_prompts_never_hold_valid_or_test_excerpts(excerpts):

@@ -1,12 +1,14 @@
-"""The LLM client shared by every stage (explainer, simulator, revision): see `client.py`."""
+"""The LLM client shared by every stage (explainer, simulator, revision): the endpoint and its
+retry policy, requests and results, the response cache, accounting; see `client.py`."""
 
-from autointerp.llm.accounting import CALLS_SCHEMA, Usage, calls_frame
+from autointerp.llm.accounting import Usage, calls_frame
 from autointerp.llm.cache import ResponseCache, request_hash
-from autointerp.llm.client import CallResult, Endpoint, LLMClient, LLMRequest
+from autointerp.llm.client import LLMClient
+from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.llm.responses import CompletionLogprobs, TokenLogprob
 
 __all__ = [
-    "CALLS_SCHEMA",
     "CallResult",
     "CompletionLogprobs",
     "Endpoint",

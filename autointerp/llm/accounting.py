@@ -1,4 +1,4 @@
-"""Token and cost accounting over call results, and the `llm_calls` audit table."""
+"""Token and cost accounting over call results, and the rows of the calls' audit tables."""
 
 from __future__ import annotations
 
@@ -7,26 +7,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from autointerp.llm.cache import canonical_json
-from autointerp.llm.client import CallResult
-
-CALLS_SCHEMA = {
-    "call_id": pl.String,
-    "request_hash": pl.String,
-    "kind": pl.String,
-    "model": pl.String,
-    "endpoint": pl.String,  # base_url; null is OpenAI
-    "prompt_tokens": pl.Int64,
-    "completion_tokens": pl.Int64,
-    "cost_usd": pl.Float64,  # spent by this call: 0 for cache hits; null when unpriced
-    "latency_s": pl.Float64,
-    "status": pl.String,  # ok | cached | error
-    "attempts": pl.Int32,  # HTTP attempts made; 0 for a cache hit
-    "error": pl.String,
-    "cached": pl.Boolean,
-    "request_json": pl.String,  # the request as sent (canonical JSON; its sha256 is the hash)
-    "response_texts": pl.List(pl.String),  # one text per choice; empty for errors
-}
+from autointerp.llm.requests import CallResult
+from autointerp.storage.hashing import canonical_json
+from autointerp.storage.schemas import CALLS_SCHEMA
 
 
 def calls_frame(results: Iterable[CallResult]) -> pl.DataFrame:

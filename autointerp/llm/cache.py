@@ -7,33 +7,22 @@ filesystem (not NFS); object storage is not a place for this cache.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from autointerp.errors import ConfigError, InputError
+from autointerp.errors import ConfigError
+from autointerp.storage.hashing import canonical_json, digest
 
 CACHE_FILE = "responses.sqlite"
 _BUSY_TIMEOUT_MS = 60_000  # many processes writing at once wait their turn rather than fail
 
 
-def canonical_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, no spaces, unicode kept, NaN refused."""
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as err:
-        raise InputError(f"an LLM request must be plain JSON data: {err}") from None
-
-
 def request_hash(request: dict[str, Any]) -> str:
-    """sha256 of the request's canonical JSON: the cache key, request hash and call id."""
-    return hashlib.sha256(canonical_json(request).encode()).hexdigest()
+    """The request's digest: the cache key, request hash and call id."""
+    return digest(request)
 
 
 class ResponseCache:

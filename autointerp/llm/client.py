@@ -2,15 +2,14 @@
 
 - Bounded concurrency: at most `Endpoint.max_concurrency` calls in flight per event loop (a batch
   run by `run_all` is one loop).
-- Retries are ours (the `openai` client's are off): exponential backoff with jitter on 429, 5xx,
-  408, 409, timeouts, dropped connections and garbled bodies, honouring `Retry-After`; other 4xx
-  fail at once. A call that still fails returns a `CallResult` with status "error" instead of
-  raising, so a batch records per-item errors and carries on.
+- Retries are ours (the `openai` client's are off), by the policy of `retry.py`. A call that
+  still fails returns a `CallResult` with status "error" instead of raising, so a batch records
+  per-item errors and carries on.
 - A persistent content-addressed cache (`cache.py`): a repeated request costs no call, in this run,
   a later one or another process; identical requests in flight at once are sent only once.
 - The API key is read from the environment variable the endpoint names, only when a call must go
   out, and is kept in the `openai` client alone: it is in no dataclass, cache key, cache file,
-  result, table or error text (errors are scrubbed).
+  result, table or error text (errors are scrubbed, `secrets.py`).
 """
 
 from __future__ import annotations
@@ -18,241 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import re
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 import openai
 from tqdm.auto import tqdm
 
-from autointerp.errors import ConfigError, InputError
+from autointerp.errors import InputError
 from autointerp.llm.cache import ResponseCache, request_hash
-from autointerp.llm.responses import (
-    InvalidResponse,
-    Kind,
-    Logprobs,
-    ParsedResponse,
-    parse_response,
-)
+from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.requests import CallResult, LLMRequest, Status
+from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
+from autointerp.llm.retry import backoff, classify
+from autointerp.llm.secrets import scrub
 
 log = logging.getLogger(__name__)
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-MAX_RETRY_AFTER_S = (
-    120.0  # a longer server-requested wait is cut to this (as the openai client does)
-)
-NO_KEY = "no-key"  # local servers ignore the key, but the openai client insists on one
-Status = Literal["ok", "cached", "error"]
-# Parameters the client owns: the model and payload come from the endpoint and request, and
-# streamed replies are not parsed.
-_RESERVED_PARAMS = frozenset({"model", "messages", "prompt", "stream"})
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """An OpenAI-compatible model endpoint and how to call it. Holds the NAME of the key's variable.
-
-    `base_url` None is OpenAI; a local vLLM / llama.cpp / Ollama server is e.g.
-    "http://127.0.0.1:8000/v1" with `api_key_env=None` (it needs no key). Only `base_url` and
-    `model` enter the cache key; timeouts, retries, concurrency and prices do not.
-    """
-
-    model: str
-    base_url: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout_s: float = 60.0  # per attempt
-    max_concurrency: int = 10
-    max_attempts: int = 10
-    backoff_base_s: float = 1.0  # first retry waits this, doubling each time
-    backoff_cap_s: float = 10.0
-    backoff_jitter: float = 0.2  # ±20%: spreads retries of calls that failed together
-    prompt_price_per_m: float | None = None  # USD per 1M prompt tokens
-    completion_price_per_m: float | None = None  # USD per 1M completion tokens
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("an LLM endpoint needs a model name")
-        if self.timeout_s <= 0 or self.max_concurrency < 1 or self.max_attempts < 1:
-            raise ConfigError(
-                f"endpoint {self.model!r}: timeout_s must be > 0, max_concurrency and "
-                "max_attempts >= 1"
-            )
-        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or not 0 <= self.backoff_jitter < 1:
-            raise ConfigError(
-                f"endpoint {self.model!r}: backoff times must be >= 0 and jitter in [0, 1)"
-            )
-
-    @property
-    def url(self) -> str:
-        return (self.base_url or OPENAI_BASE_URL).rstrip("/")
-
-    @property
-    def priced(self) -> bool:
-        return self.prompt_price_per_m is not None and self.completion_price_per_m is not None
-
-    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
-        """USD for a call of these token counts; None without prices or counts."""
-        if not self.priced or prompt_tokens is None or completion_tokens is None:
-            return None
-        return (
-            prompt_tokens * self.prompt_price_per_m
-            + completion_tokens * self.completion_price_per_m
-        ) / 1e6
-
-    def api_key(self) -> str:
-        """The key, read from the environment now; never stored on the endpoint."""
-        if self.api_key_env is None:
-            return NO_KEY
-        key = os.environ.get(self.api_key_env, "").strip()
-        if not key:
-            raise ConfigError(
-                f"no API key for {self.url}: set the environment variable {self.api_key_env}, "
-                "or set api_key_env to None for a local server that needs no key"
-            )
-        return key
-
-
-@dataclass(frozen=True)
-class LLMRequest:
-    """One chat or completion request; `params` are the API's (max_tokens, temperature, n,
-    logprobs, top_logprobs, echo, stop, ...) and go to the server as given."""
-
-    kind: Kind
-    messages: list[dict[str, Any]] | None = None
-    prompt: str | list[int] | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("chat", "completion"):
-            raise InputError(f"LLM request kind must be 'chat' or 'completion', not {self.kind!r}")
-        chat = self.kind == "chat"
-        if (self.messages is not None, self.prompt is not None) != (chat, not chat):
-            raise InputError(
-                f"a {self.kind} request takes {'messages' if chat else 'a prompt'} only"
-            )
-        if reserved := _RESERVED_PARAMS & set(self.params):
-            raise InputError(f"LLM request params may not set {sorted(reserved)}")
-
-    @classmethod
-    def chat(cls, messages: list[dict[str, Any]], **params: Any) -> LLMRequest:
-        return cls("chat", messages=list(messages), params=params)
-
-    @classmethod
-    def completion(cls, prompt: str | list[int], **params: Any) -> LLMRequest:
-        return cls("completion", prompt=prompt, params=params)
-
-    def payload(self, endpoint: Endpoint) -> dict[str, Any]:
-        """The request as keyed and recorded: what is sent, plus where to. Unset (None) params
-        are dropped so that leaving a parameter out and passing None are the same request."""
-        body = {"messages": self.messages} if self.kind == "chat" else {"prompt": self.prompt}
-        return {
-            "kind": self.kind,
-            "base_url": endpoint.base_url.rstrip("/") if endpoint.base_url else None,
-            "model": endpoint.model,
-            **body,
-            "params": {k: v for k, v in self.params.items() if v is not None},
-        }
-
-
-@dataclass(frozen=True)
-class CallResult:
-    """What one request gave. `call_id` is the request hash, so it is the same on every rerun.
-
-    Logprobs come one per choice: for chat a list of `TokenLogprob`, for completions a
-    `CompletionLogprobs`. Tokens are the reply's usage (also for cache hits); `cost_usd` is what
-    this call spent: 0.0 for a cache hit or a failure on a priced endpoint, None when unpriced.
-    `latency_s` runs from the request to its result, retries and waits included.
-    """
-
-    call_id: str
-    request_hash: str
-    kind: Kind
-    model: str
-    endpoint: str | None
-    request: dict[str, Any]
-    texts: list[str]
-    finish_reasons: list[str | None]
-    logprobs: list[Logprobs | None]
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cost_usd: float | None
-    latency_s: float
-    status: Status
-    attempts: int
-    error: str | None
-
-    @property
-    def text(self) -> str | None:
-        """The first choice's text (None for a failed call)."""
-        return self.texts[0] if self.texts else None
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "error"
-
-    @property
-    def cached(self) -> bool:
-        return self.status == "cached"
-
-
-class _Attempt(Exception):
-    """A failed attempt, classified: whether to retry, and the wait the server asked for."""
-
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds); None if absent or a date."""
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        try:
-            value = float(headers.get(name)) * scale
-        except (TypeError, ValueError):
-            continue
-        if value >= 0:
-            return min(value, MAX_RETRY_AFTER_S)
-    return None
-
-
-def _classify(err: Exception, timeout_s: float) -> _Attempt:
-    if isinstance(err, InvalidResponse):
-        return _Attempt(f"invalid reply: {err}", retryable=err.retryable)
-    if isinstance(err, openai.APITimeoutError | TimeoutError):
-        return _Attempt(f"timed out after {timeout_s:g} s", retryable=True)
-    if isinstance(err, openai.APIConnectionError):
-        return _Attempt(f"connection error: {err.__cause__ or err}", retryable=True)
-    if isinstance(err, openai.APIStatusError):
-        status = err.status_code
-        return _Attempt(
-            f"HTTP {status}: {re.sub(r'^Error code: [0-9]+ - ', '', err.message)}",
-            retryable=status in (408, 409, 429) or status >= 500,
-            retry_after=_retry_after(err.response.headers),
-        )
-    return _Attempt(f"{type(err).__name__}: {err}", retryable=False)
-
-
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)\S+"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI-style keys, should a server echo another
-)
-
-
-def _scrub(text: str, key: str) -> str:
-    if key and key != NO_KEY:
-        text = text.replace(key, "[api key]")
-    text = _SECRET_PATTERNS[0].sub(r"\1[redacted]", text)
-    return _SECRET_PATTERNS[1].sub("[redacted]", text)
 
 
 class _Session:
@@ -290,6 +77,16 @@ class LLMClient:
             weakref.WeakKeyDictionary()
         )
         self._sessions_lock = threading.Lock()
+
+    def check_serves(self, model: str | None, base_url: str | None) -> None:
+        """Refuse to serve a profile of another endpoint: its output would be written under the
+        profile's name and hash."""
+        endpoint = self.endpoint
+        if endpoint.model != model or (endpoint.base_url or None) != (base_url or None):
+            raise InputError(
+                f"the client calls {endpoint.model!r} at {endpoint.url}, but the profile names "
+                f"{model!r} at {base_url or 'OpenAI'}: build the client from profile.endpoint()"
+            )
 
     def __repr__(self) -> str:
         cache = self.cache.path if self.cache is not None else None
@@ -460,11 +257,6 @@ class LLMClient:
         )
         return response.text
 
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.endpoint.backoff_base_s * 2 ** (attempt - 1), self.endpoint.backoff_cap_s)
-        jitter = self.endpoint.backoff_jitter
-        return delay * self._rng.uniform(1 - jitter, 1 + jitter)
-
     async def _call(
         self,
         session: _Session,
@@ -483,14 +275,14 @@ class LLMClient:
                         body = await self._send(session.client, payload)
                     parsed = parse_response(request.kind, body)
                 except (openai.OpenAIError, InvalidResponse, TimeoutError) as err:
-                    failure = _classify(err, endpoint.timeout_s)
+                    failure = classify(err, endpoint.timeout_s)
                 else:
                     if self.cache is not None:
                         self.cache.put(key, payload, body)
                     return self._result(
                         key, payload, started, status="ok", parsed=parsed, attempts=attempt
                     )
-                message = _scrub(str(failure), session.client.api_key)
+                message = scrub(str(failure), session.client.api_key)
                 if not failure.retryable or attempt == endpoint.max_attempts:
                     if failure.retryable:
                         message += f" (gave up after {attempt} attempts)"
@@ -500,7 +292,7 @@ class LLMClient:
                 delay = (
                     failure.retry_after
                     if failure.retry_after is not None
-                    else self._backoff(attempt)
+                    else backoff(endpoint, attempt, self._rng)
                 )
                 log.debug(
                     "%s: attempt %d failed (%s); retrying in %.2f s",

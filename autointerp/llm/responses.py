@@ -88,7 +88,9 @@ def _chat_logprobs(raw: Any) -> list[TokenLogprob] | None:
     return tokens
 
 
-def _completion_logprobs(raw: Any) -> CompletionLogprobs | None:
+def completion_logprobs(raw: Any) -> CompletionLogprobs | None:
+    """A completions `logprobs` object ({tokens, token_logprobs, top_logprobs, text_offset}),
+    with missing or malformed entries as None; None when it has no token list."""
     if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list):
         return None
     tokens = [str(t) for t in raw["tokens"]]
@@ -131,7 +133,7 @@ def parse_response(kind: Kind, body: str) -> ParsedResponse:
             logprobs.append(_chat_logprobs(choice.get("logprobs")))
         else:
             content = choice.get("text")
-            logprobs.append(_completion_logprobs(choice.get("logprobs")))
+            logprobs.append(completion_logprobs(choice.get("logprobs")))
         texts.append(content if isinstance(content, str) else "")
         reason = choice.get("finish_reason")
         finish_reasons.append(reason if isinstance(reason, str) else None)

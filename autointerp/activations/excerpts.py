@@ -1,0 +1,65 @@
+"""A neuron's excerpts as every stage reads them: the top_k_excerpts rows joined with their
+token strings from the corpus, grouped per neuron, split and kind."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from autointerp.activations.data_model import ActivationRecord, NeuronId, peak_activation
+from autointerp.errors import InputError
+
+
+def neuron_excerpts(top_k_excerpts: pl.DataFrame, corpus: pl.DataFrame) -> pl.DataFrame:
+    """top_k_excerpts with each excerpt's token strings (`tokens`) from the corpus: what every
+    stage reads. An excerpt missing from the corpus, or whose token count differs from its
+    activation count, means the two tables do not belong together: InputError."""
+    joined = top_k_excerpts.join(
+        corpus.select("excerpt_id", "tokens"), on="excerpt_id", how="left"
+    ).sort("layer", "neuron", "split", "kind", "rank")
+    missing = joined.filter(pl.col("tokens").is_null())["excerpt_id"].unique()
+    if len(missing):
+        raise InputError(
+            f"{len(missing)} excerpts of top_k_excerpts are not in the corpus (e.g. "
+            f"{sorted(missing.to_list())[:5]}): they were captured from another corpus"
+        )
+    mismatched = joined.filter(pl.col("tokens").list.len() != pl.col("activations").list.len())
+    if mismatched.height:
+        row = mismatched.row(0, named=True)
+        raise InputError(
+            f"{mismatched.height} excerpts have not one activation per token: excerpt "
+            f"{row['excerpt_id']} has {len(row['tokens'])} tokens and "
+            f"{len(row['activations'])} activations (captured from another corpus?)"
+        )
+    return joined
+
+
+def neurons_of(excerpts: pl.DataFrame) -> list[NeuronId]:
+    """The neurons of an excerpts frame, sorted."""
+    pairs = excerpts.select("layer", "neuron").unique().sort("layer", "neuron")
+    return [NeuronId(layer, neuron) for layer, neuron in pairs.iter_rows()]
+
+
+def records_by_neuron(
+    excerpts: pl.DataFrame, *, split: str, kind: str
+) -> dict[NeuronId, list[ActivationRecord]]:
+    """Each neuron's records of one split and kind, in rank order (strongest first for top)."""
+    chosen = excerpts.filter((pl.col("split") == split) & (pl.col("kind") == kind)).sort(
+        "layer", "neuron", "rank"
+    )
+    records: dict[NeuronId, list[ActivationRecord]] = {}
+    for layer, neuron, tokens, activations in chosen.select(
+        "layer", "neuron", "tokens", "activations"
+    ).iter_rows():
+        records.setdefault(NeuronId(layer, neuron), []).append(
+            ActivationRecord(tokens=tokens, activations=activations)
+        )
+    return records
+
+
+def train_peaks(excerpts: pl.DataFrame) -> dict[NeuronId, float]:
+    """Each neuron's largest relu'd activation over its train top records: the scale the
+    explainer saw its activations on."""
+    return {
+        neuron: peak_activation(records)
+        for neuron, records in records_by_neuron(excerpts, split="train", kind="top").items()
+    }

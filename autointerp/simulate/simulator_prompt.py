@@ -1,0 +1,164 @@
+"""The simulator's prompts: requests that ask an LLM to predict a neuron's activations from an
+explanation (REFERENCE.md "Simulator"), as plain data; `parsers` reads the replies, and sending
+the requests is the LLM client's job.
+
+Three families, one result type (expected activations on the 0–10 scale, one per target token):
+- chat with logprobs: the model writes `token<tab>number` lines, and each number's expected value
+  is read from the top logprobs at the position where the number was generated;
+- all-at-once with echo (the reference): a completion prompt ends with the target's tokens as
+  `token<tab>unknown` lines, and the echoed prompt logprobs at each `unknown` give the expected
+  value, with no generated token at all;
+- plain text: the numbers the model wrote, when no logprobs are available.
+
+Every prompt starts with the same system message and few-shot neurons (with revealed activations),
+byte-identical across neurons, so providers' prompt caching applies to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autointerp.explain.few_shot import FewShot, FewShotNeuron, few_shot_hash, resolve_few_shot
+from autointerp.explain.prompt_format import (
+    ACTIVATION_FORMAT,
+    EXPLANATION_LEAD,
+    STUDY_INTRO,
+    display_token,
+    format_record,
+    normalize_activations,
+)
+
+SIMULATOR_PROMPT_VERSION = "simulator-v1"
+CHAT_LOGPROBS = "chat-logprobs"
+ALL_AT_ONCE = "all-at-once"
+PLAIN_TEXT = "plain-text"
+
+TOP_LOGPROBS = 15  # the reference asks for 15 alternatives per position
+UNKNOWN = "unknown"
+
+_SIMULATOR_INTRO = (
+    f"{STUDY_INTRO} Each neuron below comes with an explanation of what it responds to, and "
+    f"excerpts written one token per line as {ACTIVATION_FORMAT}"
+)
+COMPLETION_SYSTEM_MESSAGE = (
+    _SIMULATOR_INTRO + " Where an activation reads unknown, it is to be predicted from the "
+    "explanation."
+)
+CHAT_SYSTEM_MESSAGE = (
+    _SIMULATOR_INTRO + " You are given the explanation and the tokens of an excerpt. Predict the "
+    "activations: reply with the same tokens in the same order, one per line, each followed by "
+    "a tab and the predicted activation, and write nothing else."
+)
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """One simulator call as plain data.
+
+    `messages` (chat) or `prompt` (completion) is what to send, with `params` as the request's
+    sampling options. `answer_offsets` (all-at-once only) are the character offsets in the
+    prompt of each target token's `unknown`.
+    """
+
+    method: str
+    tokens: tuple[str, ...]
+    params: dict[str, object]
+    prompt_version: str
+    few_shot_hash: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    answer_offsets: tuple[int, ...] = ()
+
+
+def _explanation_line(index: int, explanation: str) -> str:
+    sentence = explanation.strip().removesuffix(".")
+    return f"\nExplanation of neuron {index} behavior: {EXPLANATION_LEAD} {sentence}."
+
+
+def _few_shot_blocks(examples: Sequence[FewShotNeuron]) -> str:
+    """Few-shot neurons with their explanations and revealed activations."""
+    text = ""
+    for i, neuron in enumerate(examples, start=1):
+        values = normalize_activations(neuron.records)
+        text += f"\n\nNeuron {i}" + _explanation_line(i, neuron.explanation) + "\nActivations:"
+        text += "".join(
+            format_record(r.tokens, v) for r, v in zip(neuron.records, values, strict=True)
+        )
+    return text
+
+
+def build_all_at_once_request(
+    explanation: str, tokens: Sequence[str], *, few_shot: FewShot = "default"
+) -> SimulationRequest:
+    """The reference's simulation: one completion call with `max_tokens=0, echo=True,
+    logprobs=15`, read entirely from the echoed prompt's logprobs."""
+    examples = resolve_few_shot(few_shot)
+    index = len(examples) + 1
+    prompt = COMPLETION_SYSTEM_MESSAGE + _few_shot_blocks(examples)
+    prompt += f"\n\nNeuron {index}" + _explanation_line(index, explanation) + "\nActivations:"
+    prompt += "\n<start>\n"
+    offsets = []
+    for j, token in enumerate(tokens):
+        if j:
+            prompt += "\n"
+        prompt += f"{display_token(token)}\t"
+        offsets.append(len(prompt))
+        prompt += UNKNOWN
+    prompt += "\n<end>\n"
+    return SimulationRequest(
+        method=ALL_AT_ONCE,
+        tokens=tuple(tokens),
+        params={"max_tokens": 0, "echo": True, "logprobs": TOP_LOGPROBS, "temperature": 0.0},
+        prompt_version=SIMULATOR_PROMPT_VERSION,
+        few_shot_hash=few_shot_hash(examples),
+        prompt=prompt,
+        answer_offsets=tuple(offsets),
+    )
+
+
+def build_chat_request(
+    explanation: str,
+    tokens: Sequence[str],
+    *,
+    few_shot: FewShot = "default",
+    logprobs: bool = True,
+) -> SimulationRequest:
+    """The chat simulation: the model writes one `token<tab>number` line per target token.
+
+    Each few-shot record is a user turn (explanation and tokens) answered by an assistant turn
+    (the revealed lines). With `logprobs=False` the request suits endpoints without logprobs,
+    whose text is read by parse_plain_text.
+    """
+    examples = resolve_few_shot(few_shot)
+    messages = [{"role": "system", "content": CHAT_SYSTEM_MESSAGE}]
+    for i, neuron in enumerate(examples, start=1):
+        values = normalize_activations(neuron.records)
+        for record, vs in zip(neuron.records, values, strict=True):
+            messages += [
+                {"role": "user", "content": _chat_question(i, neuron.explanation, record.tokens)},
+                {"role": "assistant", "content": _lines(record.tokens, vs)},
+            ]
+    index = len(examples) + 1
+    messages.append({"role": "user", "content": _chat_question(index, explanation, tokens)})
+    # Room for each line's token, tab, number and newline, with slack for long tokens.
+    params: dict[str, object] = {"temperature": 0.0, "max_tokens": 8 * len(tokens) + 16}
+    if logprobs:
+        params |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return SimulationRequest(
+        method=CHAT_LOGPROBS if logprobs else PLAIN_TEXT,
+        tokens=tuple(tokens),
+        params=params,
+        prompt_version=SIMULATOR_PROMPT_VERSION,
+        few_shot_hash=few_shot_hash(examples),
+        messages=messages,
+    )
+
+
+def _chat_question(index: int, explanation: str, tokens: Sequence[str]) -> str:
+    listed = "\n".join(display_token(t) for t in tokens)
+    return f"Neuron {index}" + _explanation_line(index, explanation) + f"\nTokens:\n{listed}"
+
+
+def _lines(tokens: Sequence[str], values: Sequence[object]) -> str:
+    return "\n".join(f"{display_token(t)}\t{v}" for t, v in zip(tokens, values, strict=True))

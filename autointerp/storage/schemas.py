@@ -1,0 +1,186 @@
+"""The columns of every table the stages write: one home, read by the stages that write them and
+by everything that reads them back (lineage, summaries, the CLI).
+
+Tables written by a stage carry lineage columns added by the asset that writes them (the Delta
+versions of the tables read, the run id and code version); those are documented in the README's
+asset graph, not here.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# top_k_excerpts: one row per (neuron, excerpt) in the reference splits.
+EXCERPTS_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "split": pl.Utf8,
+    "kind": pl.Utf8,
+    "rank": pl.Int32,
+    "excerpt_id": pl.Int64,
+    "max_activation": pl.Float32,
+    "activations": pl.List(pl.Float32),
+}
+
+EXPLANATIONS_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "explainer": pl.Utf8,  # the profile's name
+    "explainer_hash": pl.Utf8,
+    "sample": pl.Int32,
+    "explanation": pl.Utf8,  # null when the row is an error
+    "prompt_hash": pl.Utf8,  # null for the baseline, which has no prompt
+    "call_ids": pl.List(pl.Utf8),
+    "error": pl.Utf8,  # null when fine
+}
+
+SIMULATIONS_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "explainer": pl.Utf8,
+    "explainer_hash": pl.Utf8,
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "sample": pl.Int32,
+    "excerpt_id": pl.Int64,
+    "split": pl.Utf8,  # calibration | valid | test
+    "kind": pl.Utf8,  # top | random
+    "true_activations": pl.List(pl.Float32),
+    "expected_activations": pl.List(pl.Float32),  # 0–10 scale; null when the row is an error
+    "call_ids": pl.List(pl.Utf8),
+    "error": pl.Utf8,
+}
+
+# The key of one scored explanation sample: what a scores row is the score of.
+SCORE_KEYS = (
+    "layer",
+    "neuron",
+    "explainer",
+    "explainer_hash",
+    "simulator",
+    "simulator_hash",
+    "sample",
+)
+
+SCORES_SCHEMA = {
+    **{key: pl.Int32 if key in ("layer", "neuron", "sample") else pl.Utf8 for key in SCORE_KEYS},
+    "scored_on": pl.Utf8,  # top | random | top_and_random
+    "split": pl.Utf8,  # calibration | valid | test
+    "ev_correlation": pl.Float64,
+    "rsquared": pl.Float64,
+    "absolute_dev_explained": pl.Float64,
+    "excerpt_ids": pl.List(pl.Int64),
+    "calibrated": pl.Boolean,
+    "undefined_reason": pl.Utf8,  # why ev_correlation is NaN; null when it is defined
+}
+
+# The audit of LLM calls (explainer_calls, simulator_calls, revision_calls_rK), before the
+# layer, stage and profile columns the assets add.
+CALLS_SCHEMA = {
+    "call_id": pl.String,
+    "request_hash": pl.String,
+    "kind": pl.String,
+    "model": pl.String,
+    "endpoint": pl.String,  # base_url; null is OpenAI
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "cost_usd": pl.Float64,  # spent by this call: 0 for cache hits; null when unpriced
+    "latency_s": pl.Float64,
+    "status": pl.String,  # ok | cached | error
+    "attempts": pl.Int32,  # HTTP attempts made; 0 for a cache hit
+    "error": pl.String,
+    "cached": pl.Boolean,
+    "request_json": pl.String,  # the request as sent (canonical JSON; its sha256 is the hash)
+    "response_texts": pl.List(pl.String),  # one text per choice; empty for errors
+}
+
+COUNTEREXAMPLES_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "explainer": pl.Utf8,  # the profile that wrote the explanation, the texts and the revision
+    "explainer_hash": pl.Utf8,
+    "simulator": pl.Utf8,  # the profile that predicted `predicted`
+    "simulator_hash": pl.Utf8,
+    "round": pl.Int32,
+    "explanation": pl.Utf8,  # the explanation these counterexamples test
+    "source": pl.Utf8,  # generated | mined
+    "expected": pl.Utf8,  # activating | non-activating | false_positive | false_negative
+    "text": pl.Utf8,
+    "tokens": pl.List(pl.Utf8),
+    "true_activations": pl.List(pl.Float32),  # raw, from the subject model
+    "predicted": pl.List(pl.Float32),  # the simulator's, 0–10
+    "miss": pl.Float64,  # max |min(1, relu(true) / train peak) − predicted / 10|
+    "truncated": pl.Boolean,  # a generated text cut to the model's context
+    "excerpt_id": pl.Int64,  # mined only
+    "call_ids": pl.List(pl.Utf8),  # generation call, then simulation calls
+    "error": pl.Utf8,  # null when usable
+}
+
+# The current explanation per neuron, as revision rounds carry it from round to round.
+CURRENT_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "explainer": pl.Utf8,
+    "explainer_hash": pl.Utf8,
+    "sample": pl.Int32,  # the explanations table's sample this lineage started from
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "round": pl.Int32,  # 0: the explanations table itself
+    "explanation": pl.Utf8,
+    "calibration_score": pl.Float64,  # ev_correlation, top_and_random, calibration split
+    "reported_score": pl.Float64,  # ev_correlation, top_and_random, test split
+}
+
+# revised_explanations_rK
+REVISIONS_SCHEMA = {
+    **CURRENT_SCHEMA,  # explanation, calibration_score, reported_score: what is carried forward
+    "previous_explanation": pl.Utf8,
+    "revised_explanation": pl.Utf8,  # the candidate; null when none was written
+    "kept": pl.Boolean,
+    "previous_score": pl.Float64,  # calibration, top_and_random ev_correlation
+    "candidate_score": pl.Float64,  # the same, of the candidate
+    "previous_reported_score": pl.Float64,  # test, top_and_random ev_correlation
+    "counterexamples": pl.Int32,  # how many the revision saw
+    "prompt_hash": pl.Utf8,  # null for the baseline
+    "call_ids": pl.List(pl.Utf8),  # the revision call, then the candidate's simulations
+    "error": pl.Utf8,  # why no candidate was written or scored; null when one was
+}
+
+REVISION_SUMMARY_SCHEMA = {
+    "layer": pl.Int32,
+    "explainer": pl.Utf8,
+    "explainer_hash": pl.Utf8,
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "round": pl.Int32,
+    "neurons": pl.Int64,
+    "kept": pl.Float64,  # share of neurons whose candidate replaced their explanation
+    "scored": pl.Int64,
+    "mean_score": pl.Float64,  # test, top_and_random, after the round
+    "mean_previous_score": pl.Float64,
+    "improved": pl.Float64,  # share of scored neurons whose test score rose
+    "mean_change": pl.Float64,
+    "change_low": pl.Float64,  # bootstrap 95% interval of mean_change
+    "change_high": pl.Float64,
+}
+
+COMPARISON_SCHEMA = {
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "explainer_a": pl.Utf8,
+    "explainer_a_hash": pl.Utf8,
+    "explainer_b": pl.Utf8,
+    "explainer_b_hash": pl.Utf8,
+    "split": pl.Utf8,
+    "scored_on": pl.Utf8,
+    "shared": pl.UInt32,  # neurons both explainers were scored on
+    "compared": pl.UInt32,  # of those, neurons where both scores are defined
+    "mean_a": pl.Float64,
+    "mean_b": pl.Float64,
+    "mean_diff": pl.Float64,  # mean of a − b over the compared neurons
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "wins_a": pl.UInt32,
+    "wins_b": pl.UInt32,
+    "ties": pl.UInt32,
+}

@@ -1,0 +1,120 @@
+"""Tiny, randomly initialised subject models built in code, for tests that must not download.
+
+`make_tiny_model(tmp_path, "llama")` writes a folder as `save_pretrained` would (config, weights,
+tokenizer) that `load_subject_model` reads through `ModelSpec.path`. Every model shares one
+byte-level BPE tokenizer trained in code on a fixed text, so any English text tokenizes without
+unknown tokens, as with a real model. Seeds are fixed: the same call builds the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from autointerp.config.settings import ModelSpec
+
+HIDDEN = 32
+INTERMEDIATE = 64  # MLP width: the number of neurons per layer
+HEADS = 4
+MAX_POSITIONS = 256
+EOS = "<|endoftext|>"
+
+_TRAINING_TEXT = """\
+The quick brown fox jumps over the lazy dog. A king and a queen walked in the garden of the castle,
+talking of love, war and the price of bread. Numbers like 1, 2, 3 and 42 appear in the text, and so
+do questions? Yes! Shall I compare thee to a summer's day? Thou art more lovely and more temperate.
+def main(): return print("hello world") # code has brackets [0] and {keys}.
+"""
+
+# Architecture -> (config class, model class saved to disk, config arguments). Decoders are saved
+# with their LM head, as users' checkpoints are; the loader must take the base model out of them.
+_ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {"n_embd": HIDDEN, "n_inner": INTERMEDIATE, "n_head": HEADS, "n_positions": MAX_POSITIONS},
+    ),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"num_key_value_heads": 2}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"num_key_value_heads": 2}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"num_key_value_heads": 2}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"num_key_value_heads": 1, "head_dim": 8}),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"num_key_value_heads": 1, "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16},
+    ),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"num_key_value_heads": 1, "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16},
+    ),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {}),
+    "bert": ("BertConfig", "BertForMaskedLM", {"type_vocab_size": 2}),
+}
+ARCHITECTURES = tuple(_ARCHITECTURES)
+
+
+def make_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (about 300 tokens) trained on a fixed text: deterministic."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([_TRAINING_TEXT], trainer=trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+    )
+
+
+def make_tiny_model(
+    tmp_path: Path, architecture: str = "llama", *, num_layers: int = 2, seed: int = 0
+) -> Path:
+    """Write a tiny random `architecture` model and its tokenizer to `tmp_path/<architecture>`."""
+    config_class, model_class, extra = _ARCHITECTURES[architecture]
+    tokenizer = make_tokenizer()
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    arguments: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "num_hidden_layers": num_layers,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+    }
+    if architecture != "gpt2":  # GPT-2 names these n_embd, n_inner, n_head, n_positions
+        arguments |= {
+            "hidden_size": HIDDEN,
+            "intermediate_size": INTERMEDIATE,
+            "num_attention_heads": HEADS,
+            "max_position_embeddings": MAX_POSITIONS,
+        }
+    config = getattr(transformers, config_class)(**arguments | extra)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class)(config)
+    folder = tmp_path / architecture
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_spec(path: Path, num_layers: int = 2, **overrides: Any) -> ModelSpec:
+    """A `ModelSpec` for a folder written by `make_tiny_model`, in float32 on the CPU."""
+    fields: dict[str, Any] = {
+        "name": f"tiny-{path.name}",
+        "num_layers": num_layers,
+        "path": str(path),
+        "dtype": "float32",
+        "device": "cpu",
+        "batch_size": 4,
+        "context_length": 64,
+    }
+    return ModelSpec(**fields | overrides)

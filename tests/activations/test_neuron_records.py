@@ -1,0 +1,150 @@
+"""Streaming neuron records against brute-force answers on synthetic activations."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from autointerp.activations.neuron_records import (
+    QUANTILES,
+    LayerRecords,
+    Moments,
+    SamplingPlan,
+    StreamingTopK,
+)
+from autointerp.activations.sampling import excerpt_keys
+from autointerp.activations.splits import split_records
+from autointerp.config.settings import RecordsSpec
+
+N_EXCERPTS, LENGTH, NEURONS = 120, 8, 6
+
+
+@pytest.fixture
+def activations() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((N_EXCERPTS, LENGTH, NEURONS)).astype(np.float32)
+
+
+def stream(acts: np.ndarray, spec: RecordsSpec, batch: int) -> pl.DataFrame:
+    excerpt_ids = np.arange(100, 100 + len(acts))  # ids need not be row numbers
+    plan = SamplingPlan.build(excerpt_ids, spec)
+    layer = LayerRecords(acts.shape[2], acts.shape[1], plan, spec)
+    for start in range(0, len(plan.order), batch):
+        rows = plan.order[start : start + batch]
+        layer.update(torch.from_numpy(acts[rows]), rows, torch.from_numpy(excerpt_ids[rows]))
+    return layer.frame(3, excerpt_ids)
+
+
+def test_streaming_top_k_matches_brute_force(activations):
+    top = StreamingTopK(NEURONS, 5, LENGTH)
+    maxes = activations.max(axis=1)  # [excerpts, neurons]
+    for start in range(0, N_EXCERPTS, 7):
+        chunk = slice(start, start + 7)
+        top.update(
+            torch.from_numpy(maxes[chunk].T.copy()),
+            torch.from_numpy(activations[chunk]),
+            torch.arange(N_EXCERPTS)[chunk],
+        )
+    keys, ids, acts = top.sorted()
+    for n in range(NEURONS):
+        expected = np.argsort(-maxes[:, n])[:5]
+        assert ids[n].tolist() == expected.tolist()
+        np.testing.assert_allclose(keys[n], maxes[expected, n])
+        np.testing.assert_array_equal(acts[n], activations[expected, :, n])
+
+
+def test_moments_match_numpy(activations):
+    moments = Moments(NEURONS)
+    flat = activations.reshape(-1, NEURONS) * 3 + 50  # a large mean tests the shifted sums
+    for chunk in np.array_split(flat, 9):
+        moments.update(torch.from_numpy(chunk), torch.from_numpy(chunk).amax(0, keepdim=True).T)
+    got = moments.result()
+    x = flat.astype(np.float64)
+    mean, var = x.mean(0), x.var(0)
+    z = (x - mean) / np.sqrt(var)
+    np.testing.assert_allclose(got["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(got["variance"], var, rtol=1e-4)
+    np.testing.assert_allclose(got["skewness"], (z**3).mean(0), atol=1e-3)
+    np.testing.assert_allclose(got["kurtosis"], (z**4).mean(0) - 3, atol=1e-3)
+    np.testing.assert_allclose(got["max_activation"], x.max(0), rtol=1e-6)
+
+
+def test_constant_neuron_has_nan_shape():
+    moments = Moments(1)
+    moments.update(torch.ones(10, 1), torch.ones(1, 1))
+    got = moments.result()
+    assert got["variance"][0] == 0 and np.isnan(got["skewness"][0]) and np.isnan(got["kurtosis"][0])
+
+
+def test_records_independent_of_batch_size(activations):
+    spec = RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40)
+    small, large = stream(activations, spec, 3), stream(activations, spec, 17)
+    moments = ["mean", "variance", "skewness", "kurtosis"]
+    assert small.drop(moments).equals(large.drop(moments))  # every chosen excerpt, exactly
+    for name in moments:  # float32 partial sums differ only in rounding
+        np.testing.assert_allclose(small[name], large[name], rtol=1e-4, atol=1e-6)
+
+
+def test_record_contents(activations):
+    spec = RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40, seed=7)
+    frame = stream(activations, spec, 9)
+    excerpt_ids = np.arange(100, 100 + N_EXCERPTS)
+    keys = excerpt_keys(excerpt_ids, 7)
+    by_key = np.argsort(keys)
+    pool, rest = set(by_key[:40]), [r for r in range(N_EXCERPTS) if r not in set(by_key[:40])]
+    maxes = activations.max(axis=1)
+    assert frame.height == NEURONS and (frame["layer"] == 3).all()
+    for n, row in enumerate(frame.iter_rows(named=True)):
+        assert row["neuron"] == n
+        top_rows = np.argsort(-maxes[:, n])[:5]
+        assert row["top_excerpt_ids"] == (top_rows + 100).tolist()
+        np.testing.assert_allclose(row["top_max_activations"], maxes[top_rows, n], rtol=1e-6)
+        # Random sample: the smallest seeded keys, the same excerpts for every neuron.
+        assert row["random_excerpt_ids"] == (by_key[:4] + 100).tolist()
+        np.testing.assert_array_equal(
+            np.array(row["random_activations"]), activations[by_key[:4], :, n]
+        )
+        # Boundaries are quantiles of the pool's maxima; band samples come from outside the pool,
+        # lie inside their band, and are the in-band excerpts with the smallest keys.
+        bounds = np.quantile(maxes[sorted(pool), n], QUANTILES)
+        np.testing.assert_allclose(row["quantile_boundaries"], bounds, rtol=1e-5)
+        lower = [-np.inf, *bounds[1:-1]]
+        for band, ids in enumerate(row["quantile_excerpt_ids"]):
+            inside = [r for r in rest if lower[band] <= maxes[r, n] < bounds[band + 1]]
+            expected = sorted(inside, key=lambda r: keys[r])[:2]
+            assert ids == [r + 100 for r in expected]
+            acts = np.array(row["quantile_activations"][band]).reshape(-1, LENGTH)
+            np.testing.assert_array_equal(acts, activations[expected, :, n].reshape(-1, LENGTH))
+
+
+def test_excerpt_keys_are_uniform_and_seeded():
+    ids = np.arange(20_000)
+    keys = excerpt_keys(ids, 0)
+    assert keys.min() >= 0 and keys.max() < 1 and abs(keys.mean() - 0.5) < 0.01
+    assert not np.array_equal(keys, excerpt_keys(ids, 1))
+    np.testing.assert_array_equal(keys, excerpt_keys(ids, 0))
+
+
+def test_reference_splits(activations):
+    spec = RecordsSpec(top_k=20, random_k=15, quantile_k=2, boundary_pool=40)
+    splits = split_records(stream(activations, spec, 16))
+    counts = splits.group_by("neuron", "split", "kind").len()
+    per = {(r["split"], r["kind"]): r["len"] for r in counts.filter(neuron=0).iter_rows(named=True)}
+    assert per == {
+        ("train", "top"): 5,
+        **{(s, k): 5 for s in ("calibration", "valid", "test") for k in ("top", "random")},
+    }
+    top = splits.filter(neuron=0, kind="top").sort("rank")
+    assert top.filter(split="train")["rank"].to_list() == [0, 4, 8, 12, 16]
+    assert top.filter(split="test")["rank"].to_list() == [3, 7, 11, 15, 19]
+    rand = splits.filter(neuron=0, kind="random").sort("rank")
+    assert rand.filter(split="valid")["rank"].to_list() == [1, 4, 7, 10, 13]
+    row = splits.row(0, named=True)
+    assert row["max_activation"] == pytest.approx(max(row["activations"]))
+
+
+def test_scoring_splits_stay_one_to_one(activations):
+    spec = RecordsSpec(top_k=24, random_k=9, quantile_k=1, boundary_pool=40)
+    splits = split_records(stream(activations, spec, 16))
+    scoring = splits.filter(pl.col("split") != "train").group_by("neuron", "split", "kind").len()
+    assert set(scoring["len"].to_list()) == {3}

@@ -1,0 +1,77 @@
+"""Settings: every knob reaches what it configures, and only what changes results versions them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from autointerp.config.profiles import explainer_profile, simulator_profile
+from autointerp.config.settings import RevisionSpec, StorageSpec, SummarySpec, load_settings
+from autointerp.errors import ConfigError
+from autointerp.simulate.baseline import LexicalWeights, simulate_lexical
+
+
+def write(tmp_path, text: str):
+    config = tmp_path / "autointerp.toml"
+    config.write_text(text)
+    return config
+
+
+def test_the_delta_root_is_configurable_as_a_folder_or_a_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOINTERP_DELTA_ROOT", raising=False)
+    home = tmp_path / "home"
+    settings = load_settings(write(tmp_path, "[models.m]\npath = 'x'\nnum_layers = 1\n"), home)
+    assert settings.delta_root == str(home.resolve() / "delta")
+    model = settings.model("m")
+    assert settings.table_uri(model, "scores") == f"{home.resolve()}/delta/m/scores"
+
+    text = '[storage]\nroot = "s3://bucket/prefix/"\nstorage_options = { AWS_REGION = "x" }\n'
+    settings = load_settings(write(tmp_path, text), home)
+    assert settings.delta_root == "s3://bucket/prefix"
+    assert settings.storage.storage_options == {"AWS_REGION": "x"}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOINTERP_DELTA_ROOT", "tables")  # relative: from the working folder
+    assert load_settings(write(tmp_path, text), home).delta_root == str(tmp_path / "tables")
+
+
+def test_unknown_settings_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[storage\]"):
+        load_settings(write(tmp_path, "[storage]\nbucket = 'x'\n"), tmp_path / "home")
+    with pytest.raises(ConfigError, match=r"\[summaries\]"):
+        load_settings(write(tmp_path, "[summaries]\nsamples = 3\n"), tmp_path / "home")
+
+
+def test_revision_knobs_version_results_only_when_they_change_them():
+    spec = RevisionSpec()
+    assert "texts_per_pass" not in spec.hash_content()
+    assert "high_prediction" not in spec.hash_content()  # at its default: earlier rounds stay
+    assert replace(spec, texts_per_pass=8).hash_content() == spec.hash_content()
+    assert replace(spec, high_prediction=6.0).hash_content()["high_prediction"] == 6.0
+    assert replace(spec, n_texts=2).hash_content() != spec.hash_content()
+    assert SummarySpec().hash_content() == {}
+    assert StorageSpec().root is None
+
+
+def test_lexical_weights_come_from_the_profile_and_enter_its_hash_when_changed():
+    default = simulator_profile("lex", {"kind": "baseline"})
+    heavier = simulator_profile("lex", {"kind": "baseline", "word_weight": 6.0})
+    assert heavier.lexical_weights() == LexicalWeights(word=6.0)
+    assert heavier.hash != default.hash
+    assert simulator_profile("lex", {"kind": "baseline", "word_weight": 4.0}).hash == default.hash
+    tokens = [" the", " ships", " sail"]
+    assert simulate_lexical("ships", tokens, heavier.lexical_weights()) == [0.0, 6.0, 0.0]
+    assert simulate_lexical("ships", tokens) == [0.0, 4.0, 0.0]
+    with pytest.raises(ConfigError, match="baseline and takes only"):
+        explainer_profile("e", {"kind": "baseline", "word_weight": 1.0})
+
+
+def test_the_retry_policy_is_a_profile_setting_outside_its_hash():
+    base = {"kind": "llm", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    patient = explainer_profile("p", base | {"max_attempts": 3, "backoff_cap_s": 2.5})
+    endpoint = patient.endpoint()
+    assert (endpoint.max_attempts, endpoint.backoff_base_s, endpoint.backoff_cap_s) == (3, 1.0, 2.5)
+    assert patient.hash == explainer_profile("p", base).hash
+    with pytest.raises(ConfigError, match="max_attempts"):
+        explainer_profile("p", base | {"max_attempts": 0})

@@ -1,0 +1,140 @@
+"""The `autointerp` command end to end on a tiny model, and its clear errors for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from autointerp.config.settings import load_settings
+from autointerp.storage.delta import commit_history, read_table
+from pipelines.cli import main, parse_layers
+from pipelines.refresh import contiguous
+from tests.conftest import write_config, write_text_corpus
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
+    main(["run", "--layers", "0-1", "--excerpts", "60"])
+    out = capsys.readouterr().out
+    assert "neuron records per layer" in out and "explanation scores per layer" in out
+    home = tiny_env / "home"
+    records = read_table(str(home / "delta/tiny/neuron_records"))
+    assert sorted(records["layer"].unique()) == [0, 1] and records.height == 2 * 64
+    # Both layers came from one run, in one commit (one forward pass served both).
+    writes = [
+        c
+        for c in commit_history(str(home / "delta/tiny/neuron_records"))
+        if c.get("operation") != "CREATE TABLE"
+    ]
+    assert len(writes) == 1
+    corpus = read_table(str(home / "delta/tiny/corpus"))
+    assert corpus.height == 60 and corpus["token_ids"].list.len().unique().to_list() == [16]
+    splits = read_table(str(home / "delta/tiny/top_k_excerpts"))
+    assert set(splits["split"]) == {"train", "calibration", "valid", "test"}
+    # The offline baselines explained and scored every neuron of both layers.
+    explanations = read_table(str(home / "delta/tiny/explanations"))
+    assert explanations.height == 128 and explanations["error"].null_count() == 128
+    assert set(explanations["explainer"]) == {"token-statistics-baseline"}
+    scores = read_table(str(home / "delta/tiny/scores"))
+    assert set(scores["scored_on"]) == {"top", "random", "top_and_random"}
+    summary = read_table(str(home / "delta/tiny/score_summary"))
+    assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
+    # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; the summaries
+        event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
+        metadata = event.asset_materialization.metadata
+        assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128
+
+    # A later run of one layer leaves the other's files byte-identical.
+    layer0 = files_of(home / "delta/tiny/neuron_records/layer=0")
+    main(["run", "--layers", "1", "--excerpts", "60"])
+    assert files_of(home / "delta/tiny/neuron_records/layer=0") == layer0
+
+
+def test_layer_parsing():
+    settings = load_settings(
+        write_config(Path("/tmp/unused.toml"), Path("/m"), Path("/c"), num_layers=30)
+    )
+    model = settings.model("tiny")
+    assert parse_layers("0,5,29", model) == [0, 5, 29]
+    assert parse_layers("3-5,1", model) == [1, 3, 4, 5]
+    assert parse_layers(None, model) == list(range(30))
+    order = [str(layer) for layer in range(30)]
+    assert contiguous(["0", "1", "2", "7", "9", "10"], order) == [
+        ("0", "2"),
+        ("7", "7"),
+        ("9", "10"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--model", "nope"], "unknown model 'nope'; models declared in the config: "),
+        (["run", "--layers", "2"], "out of range: tiny has layers 0-1"),
+        (["run", "--layers", "x"], "expected e.g. '0,5,29'"),
+        (["run", "--excerpts", "0"], "--excerpts must be at least 1"),
+        (["run", "--model", "hub-only", "--layers", "0"], "AUTOINTERP_ALLOW_HUB"),
+    ],
+)
+def test_bad_requests_fail_clearly(tiny_env, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert message in str(exit_info.value)
+
+
+def _run_error(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return str(exit_info.value)
+
+
+def test_corpus_problems_fail_clearly(tiny_env, tiny_model_dir):
+    empty = tiny_env / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    write_config(tiny_env / "autointerp.toml", tiny_model_dir, empty)
+    assert "no text" in _run_error(["run", "--layers", "0"]).lower()
+
+    short = tiny_env / "short"
+    short.mkdir()
+    (short / "a.txt").write_text("the king and the queen")
+    write_config(tiny_env / "autointerp.toml", tiny_model_dir, short)
+    assert "tokens" in _run_error(["run", "--layers", "0"])
+
+    long_excerpts = write_text_corpus(tiny_env / "corpus")
+    write_config(tiny_env / "autointerp.toml", tiny_model_dir, long_excerpts)
+    config = (
+        (tiny_env / "autointerp.toml")
+        .read_text()
+        .replace("excerpt_tokens = 16", "excerpt_tokens = 65")
+    )
+    (tiny_env / "autointerp.toml").write_text(config)
+    assert "65" in _run_error(["run", "--layers", "0"])
+
+
+def test_unusable_home_fails_clearly(tiny_env, monkeypatch):
+    blocker = tiny_env / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("AUTOINTERP_HOME", str(blocker))
+    assert "is not a folder" in _run_error(["run"])
+    monkeypatch.setenv("AUTOINTERP_HOME", str(blocker / "below-a-file"))
+    assert "not writable" in _run_error(["run"])
+
+
+def test_corrupt_table_fails_clearly(tiny_env):
+    main(["run", "--layers", "0", "--excerpts", "40"])
+    log = tiny_env / "home/delta/tiny/corpus/_delta_log"
+    for entry in log.glob("*.json"):
+        entry.write_text("{ not json")
+    assert "corrupt" in _run_error(["run", "--layers", "0", "--excerpts", "40"])

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
 DEMO_ARGS ?= --layers all --excerpts 2000
 
-.PHONY: setup demo test lint ui bench clean
+.PHONY: setup browser demo test lint ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The browser tests drive Debian's Chromium; install it when it is missing (never a downloaded one).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
 demo: setup
 	$(BIN)/autointerp run $(DEMO_ARGS)
@@ -26,7 +33,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 

@@ -145,3 +145,39 @@ def statuses(home) -> dict[str, dict[str, str]]:
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         found = stale_statuses(instance, model_assets(settings, settings.model("tiny")))
     return {key.path[-1]: {str(p): s.value for p, s in per.items()} for key, per in found.items()}
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's Chromium, headless, with nothing that reaches for the network on its own.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A real browser for the tests that look at what a user sees (`make browser` installs it)."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: `make browser` installs Debian's Chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where browser tests save their screenshots (kept after the run, ignored by git)."""
+    from autointerp.config.settings import PROJECT_ROOT
+
+    folder = PROJECT_ROOT / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder

@@ -1,7 +1,7 @@
 """What the asset modules share: the active profiles and the code versions they give, the blocking
 checks, the lineage columns every stage adds, and running an LLM stage profile by profile."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 import polars as pl
@@ -54,14 +54,20 @@ def blocking_check(asset: dg.AssetKey, name: str, description: str) -> dg.AssetC
     return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
 
 
-def check_result(asset: dg.AssetKey, name: str, problems: list[str]) -> dg.AssetCheckResult:
-    """An asset check result from one of `autointerp.table_checks`' lists of problems."""
-    return dg.AssetCheckResult(
-        asset_key=asset,
-        check_name=name,
-        passed=not problems,
-        metadata={"problems": "; ".join(problems) or "none"},
-    )
+def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.AssetCheckResult]:
+    """The results of blocking checks run on a frame BEFORE it is written (each a list of
+    problems from `autointerp.table_checks`). A failing one fails the step there, so the table
+    keeps its previous version and nothing downstream runs on the bad rows."""
+    failed = {name: problems for name, problems in checks.items() if problems}
+    if failed:
+        raise dg.Failure(
+            description=(
+                f"blocking asset check failed on {asset.to_user_string()}, which was not written: "
+                + "; ".join(f"{name}: {', '.join(problems)}" for name, problems in failed.items())
+            ),
+            metadata={name: "; ".join(problems) for name, problems in failed.items()},
+        )
+    return [dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True) for name in checks]
 
 
 # --- lineage columns -------------------------------------------------------------------------

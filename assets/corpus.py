@@ -5,6 +5,7 @@ import polars as pl
 
 from autointerp.activations.corpus import build_corpus, corpus_summary, sample_excerpts
 from autointerp.activations.corpus_sources import iter_documents
+from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
@@ -18,10 +19,17 @@ class CorpusConfig(dg.Config):
 
 
 def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
+    # The corpus depends on the tokenizer, which comes with the weights: not on their dtype.
+    tokenizer = {
+        key: value
+        for key, value in model_identity(model, settings.model_cache).items()
+        if key != "dtype"
+    }
+
     @dg.asset(
         key=[model.key_prefix, "corpus"],
         group_name=model.key_prefix,
-        code_version=f"{LOGIC_VERSION}-{content_hash(settings.corpus, model)}",
+        code_version=f"{LOGIC_VERSION}-{content_hash(settings.corpus, tokenizer)}",
         description=(
             f"Excerpts of {settings.corpus.excerpt_tokens} tokens of `{settings.corpus.source}`, "
             f"tokenized by {model.name}: excerpt_id, text, tokens, token_ids, source, license."

@@ -6,21 +6,22 @@ import polars as pl
 
 from assets.common import (
     blocking_check,
-    check_result,
     explainer_profiles,
     run_profiles,
     upstream_versions,
+    validated,
 )
-from autointerp.activations.excerpts import neuron_excerpts, neurons_of
+from autointerp.activations.excerpts import neuron_excerpts, neurons_of, top_mean_tokens
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
+from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION
 from autointerp.explain.explanations import explain
 from autointerp.storage.hashing import content_hash
 from autointerp.table_checks import empty_explanations, missing_neurons
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "explanations-2"
+LOGIC_VERSION = "explanations-3"
 
 
 def explanations_assets(
@@ -31,14 +32,26 @@ def explanations_assets(
     prefix = model.key_prefix
     names = [p.name for p in profiles]
     common = {"group_name": prefix, "code_version": version, "kinds": {"delta", "polars"}}
+    # The token-list prompt shows tokens ranked over the whole corpus, kept in the records.
+    token_list = any(p.prompt == TOKEN_LIST_PROMPT_VERSION for p in profiles)
+    ranked_inputs = (
+        {
+            "neuron_records": dg.AssetIn(
+                key=[prefix, "neuron_records"],
+                metadata={"columns": ["neuron", "top_mean_token_ids"]},
+            )
+        }
+        if token_list
+        else {}
+    )
+    corpus_columns = ["excerpt_id", "tokens", *(["token_ids"] if token_list else [])]
 
     @dg.multi_asset(
         name=f"{prefix}__explain",
         ins={
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
-            "corpus": dg.AssetIn(
-                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
-            ),
+            "corpus": dg.AssetIn(key=[prefix, "corpus"], metadata={"columns": corpus_columns}),
+            **ranked_inputs,
         },
         outs={
             "explanations": dg.AssetOut(
@@ -81,26 +94,32 @@ def explanations_assets(
         top_k_excerpts: pl.DataFrame,
         corpus: pl.DataFrame,
         llm: LLMClients,
+        **records: pl.DataFrame,
     ):
         excerpts = neuron_excerpts(top_k_excerpts, corpus)
+        ranked = top_mean_tokens(records["neuron_records"], corpus) if records else None
         frame, calls, usage = run_profiles(
             context,
             "explain",
             profiles,
             llm,
-            lambda profile, **kw: explain(profile, excerpts, **kw),
+            lambda profile, **kw: explain(profile, excerpts, ranked_tokens=ranked, **kw),
         )
-        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
-        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts), on="layer")
-        errors = frame["error"].is_not_null().sum()
-        yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
+        # The audit is written first: every call paid for is on record, even if the stage fails.
         yield dg.Output(calls, "explainer_calls", metadata=usage)
-        key = dg.AssetKey([prefix, "explanations"])
-        yield check_result(key, "no_empty_explanations", empty_explanations(frame))
+        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
         neurons = neurons_of(excerpts)
         expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
-        yield check_result(
-            key, "every_neuron_explained", missing_neurons(frame, expected, "explainer")
+        results = validated(
+            dg.AssetKey([prefix, "explanations"]),
+            {
+                "no_empty_explanations": empty_explanations(frame),
+                "every_neuron_explained": missing_neurons(frame, expected, "explainer"),
+            },
         )
+        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts, "corpus"), on="layer")
+        errors = frame["error"].is_not_null().sum()
+        yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
+        yield from results
 
     return explain_layers

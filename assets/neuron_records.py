@@ -5,17 +5,21 @@ import dagster as dg
 import polars as pl
 
 from autointerp.activations.capture import capture_records
+from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "neuron-records-1"
+LOGIC_VERSION = "neuron-records-2"
 
 
 def neuron_records_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
+    # Batch size and device change no record; the weights and the dtype they run in do.
+    identity = model_identity(model, settings.model_cache)
+
     @dg.asset(
         key=[model.key_prefix, "neuron_records"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
@@ -23,7 +27,7 @@ def neuron_records_asset(
         # Several layer partitions in one run share one forward pass over the corpus.
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=model.key_prefix,
-        code_version=f"{LOGIC_VERSION}-{content_hash(settings.records, model)}",
+        code_version=f"{LOGIC_VERSION}-{content_hash(settings.records.hash_content(), identity)}",
         description=(
             f"One row per neuron of a {model.name} layer: the top {settings.records.top_k} "
             f"excerpts by max activation, {settings.records.random_k} random excerpts, "

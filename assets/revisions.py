@@ -11,7 +11,7 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from assets.common import audit_rows, summary_version
+from assets.common import audit_rows, summary_version, upstream_versions
 from autointerp.activations.excerpts import neuron_excerpts, neurons_of
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.settings import ModelSpec, Settings
@@ -23,7 +23,7 @@ from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "revisions-1"
+LOGIC_VERSION = "revisions-2"
 
 
 def revision_profiles(settings: Settings) -> tuple:
@@ -142,7 +142,7 @@ def round_assets(
             neuron_records=neuron_records if spec.mine_quantile_samples else None,
             corpus=corpus if spec.mine_quantile_samples else None,
         )
-        counterexamples, found_calls = find_counterexamples(
+        counterexamples, found_calls, cited = find_counterexamples(
             round_number,
             current,
             excerpts,
@@ -167,11 +167,19 @@ def round_assets(
         )
         calls = pl.concat(
             [
-                audit_rows(counterexamples, found_calls, "counterexamples", explainer.name),
+                audit_rows(cited, found_calls, "counterexamples", explainer.name),
                 audit_rows(revised, revise_calls, "revise", explainer.name),
             ]
         ).unique(["layer", "explainer", "call_id"], keep="first")
         kept = int(revised["kept"].sum())
+        # Each row names the versions of the tables it was computed from, as scores do.
+        read = ("corpus", *(("explanations", "scores") if round_number == 1 else ()))
+        if round_number > 1:
+            read = (*read, f"revised_explanations_r{round_number - 1}")
+        versions = upstream_versions(context, prefix, top_k_excerpts, *read)
+        counterexamples = counterexamples.join(versions, on="layer", how="left")
+        revised = revised.join(versions, on="layer", how="left")
+        yield dg.Output(calls, "revision_calls")
         yield dg.Output(
             counterexamples, "counterexamples", metadata={"rows": counterexamples.height}
         )
@@ -184,7 +192,6 @@ def round_assets(
                 "llm_calls": len(found_calls) + len(revise_calls),
             },
         )
-        yield dg.Output(calls, "revision_calls")
 
     return revise
 
@@ -209,7 +216,7 @@ def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDef
     )
     def summary(**revised: pl.DataFrame) -> pl.DataFrame:
         return revision_summary(
-            pl.concat(list(revised.values())),
+            pl.concat(list(revised.values()), how="diagonal_relaxed"),
             seed=settings.summaries.bootstrap_seed,
             samples=settings.summaries.bootstrap_samples,
         )

@@ -1,6 +1,6 @@
 """Views over every layer's scores (unpartitioned): score_summary and compare."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 import polars as pl
@@ -16,18 +16,19 @@ def _view(
     name: str,
     version: str,
     description: str,
-    compute: Callable[[pl.DataFrame], pl.DataFrame],
+    inputs: Sequence[str],
+    compute: Callable[..., pl.DataFrame],
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[model.key_prefix, name],
-        ins={"scores": dg.AssetIn(key=[model.key_prefix, "scores"])},
+        ins={table: dg.AssetIn(key=[model.key_prefix, table]) for table in inputs},
         group_name=model.key_prefix,
         code_version=version,
         description=description,
         kinds={"delta", "polars"},
     )
-    def view(scores: pl.DataFrame) -> pl.DataFrame:
-        return compute(scores)
+    def view(**tables: pl.DataFrame) -> pl.DataFrame:
+        return compute(**tables)
 
     return view
 
@@ -41,20 +42,24 @@ def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDef
         _view(
             model,
             "score_summary",
-            "score-summary-1",
-            "Per layer, explainer and simulator: neurons, mean, median and p90 of ev_correlation "
-            "on top_and_random of the test split, and the count at or above 0.8 (each neuron's "
-            "best sample chosen on the valid split).",
-            score_summary,
+            "score-summary-2",
+            "Per layer, explainer and simulator, on top_and_random of the test split: neurons, "
+            "mean, median and p90 of ev_correlation and the count at or above 0.8 (each "
+            "neuron's sample chosen on the valid split), beside the chance floor of shuffled "
+            "explanations, the share of tokens the simulator left unanswered, and rsquared and "
+            "absolute deviation explained where predictions were calibrated.",
+            ("scores", "shuffled_scores"),
+            lambda scores, shuffled_scores: score_summary(scores, shuffled_scores),
         ),
         _view(
             model,
             "compare",
-            summary_version(settings, "compare-1"),
+            summary_version(settings, "compare-2"),
             "Every pair of explainers (same simulator) on the neurons they share: mean "
             "ev_correlation of each on top_and_random of the test split (each neuron's best "
             "sample chosen on valid), the paired difference with a bootstrap 95% interval, and "
             "how many neurons each wins — the data behind 'larger explainers score higher'.",
+            ("scores",),
             lambda scores: compare_explainers(scores, **bootstrap),
         ),
     ]

@@ -8,18 +8,18 @@ import polars as pl
 from assets.common import (
     active_keys,
     blocking_check,
-    check_result,
     profiles_version,
     simulator_profiles,
+    validated,
 )
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.lineage.ids import explanation_id, simulation_id
 from autointerp.score.scores import score
 from autointerp.storage.schemas import SCORE_KEYS
-from autointerp.table_checks import missing_neurons, out_of_range_scores
+from autointerp.table_checks import out_of_range_scores, unscored_neurons
 from resources.delta_io import version_read
 
-LOGIC_VERSION = "scores-2"
+LOGIC_VERSION = "scores-3"
 
 
 def scores_asset(
@@ -47,6 +47,14 @@ def scores_asset(
                     ]
                 },
             ),
+            # Read for the versions that go with the explanations and simulations read, so that
+            # lineage shows the calls as these scores saw them.
+            "explainer_calls": dg.AssetIn(
+                key=[prefix, "explainer_calls"], metadata={"columns": ["call_id"]}
+            ),
+            "simulator_calls": dg.AssetIn(
+                key=[prefix, "simulator_calls"], metadata={"columns": ["call_id"]}
+            ),
         },
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -71,37 +79,41 @@ def scores_asset(
             blocking_check(
                 dg.AssetKey([prefix, "scores"]),
                 "every_explanation_scored",
-                "Every neuron with a usable explanation has scores.",
+                "Every neuron with a usable explanation has scores, but for those whose "
+                "simulations failed, which may be no more than max_error_fraction of them.",
             ),
         ],
     )
     def scores(
-        context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        simulations: pl.DataFrame,
+        explanations: pl.DataFrame,
+        explainer_calls: pl.DataFrame,  # read for its version (see ins)
+        simulator_calls: pl.DataFrame,
     ):
         keys = active_keys(settings)
         simulations = simulations.filter(
             pl.col("explainer").is_in(keys["explainer"])
             & pl.col("simulator").is_in(keys["simulator"])
         )
+        explanations = explanations.filter(pl.col("explainer").is_in(keys["explainer"]))
         frames = [
             score(rows, calibrate=name in calibrated)
             for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
         scored = pl.concat(frames) if frames else score(simulations, calibrate=False)
+        results = validated(
+            dg.AssetKey([prefix, "scores"]),
+            {
+                "scores_in_range": out_of_range_scores(scored),
+                "every_explanation_scored": unscored_neurons(
+                    scored, explanations, simulations, settings.profiles.max_error_fraction
+                ),
+            },
+        )
         scored = scored.join(lineage(context, simulations, explanations), on=SCORE_KEYS, how="left")
         yield dg.Output(scored)
-        key = dg.AssetKey([prefix, "scores"])
-        yield check_result(key, "scores_in_range", out_of_range_scores(scored))
-        usable = explanations.filter(
-            pl.col("error").is_null() & pl.col("explainer").is_in(keys["explainer"])
-        )
-        expected = {
-            name: rows.select("layer", "neuron").unique().rows()
-            for (name,), rows in usable.partition_by("explainer", as_dict=True).items()
-        }
-        yield check_result(
-            key, "every_explanation_scored", missing_neurons(scored, expected, "explainer")
-        )
+        yield from results
 
     def lineage(
         context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
@@ -109,7 +121,7 @@ def scores_asset(
         """Per simulated explanation: ids, call ids, upstream versions, run and code version."""
         read = {
             name: version_read(context, dg.AssetKey([prefix, name]))
-            for name in ("simulations", "explanations")
+            for name in ("simulations", "explanations", "explainer_calls", "simulator_calls")
         }
         return (
             simulations.group_by(SCORE_KEYS)
@@ -120,7 +132,9 @@ def scores_asset(
                 .unique()
                 .sort()
                 .alias("simulation_call_ids"),
-                pl.col("neuron_records_version", "top_k_excerpts_version").first(),
+                pl.col(
+                    "neuron_records_version", "top_k_excerpts_version", "corpus_version"
+                ).first(),
             )
             .join(
                 explanations.select(
@@ -139,6 +153,8 @@ def scores_asset(
                 simulation_id=simulation_id(),
                 simulations_version=pl.lit(read["simulations"], dtype=pl.Int64),
                 explanations_version=pl.lit(read["explanations"], dtype=pl.Int64),
+                explainer_calls_version=pl.lit(read["explainer_calls"], dtype=pl.Int64),
+                simulator_calls_version=pl.lit(read["simulator_calls"], dtype=pl.Int64),
                 dagster_run_id=pl.lit(context.run_id),
                 code_version=pl.lit(code_version),
             )

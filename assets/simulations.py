@@ -14,10 +14,12 @@ from assets.common import (
 from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
+from autointerp.score.floor import shuffled_scores
 from autointerp.simulate.simulations import simulate
+from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "simulations-2"
+LOGIC_VERSION = "simulations-3"
 
 
 def simulations_assets(
@@ -25,9 +27,12 @@ def simulations_assets(
 ) -> dg.AssetsDefinition:
     profiles = simulator_profiles(settings)
     prefix = model.key_prefix
+    floor = settings.summaries
     common = {
         "group_name": prefix,
-        "code_version": profiles_version(settings, LOGIC_VERSION),
+        "code_version": profiles_version(
+            settings, f"{LOGIC_VERSION}-{content_hash(floor.floor_sample, floor.floor_seed)}"
+        ),
         "metadata": {"partition_column": "layer", "replace_within": active_keys(settings)},
         "kinds": {"delta", "polars"},
     }
@@ -65,6 +70,15 @@ def simulations_assets(
                     },
                 },
             ),
+            "shuffled_scores": dg.AssetOut(
+                key=[prefix, "shuffled_scores"],
+                description=(
+                    "The chance floor: each sampled neuron (`[summaries] floor_sample`) scored "
+                    "on its test excerpts with another neuron's explanation (`source_neuron`), "
+                    "by the same simulator. score_summary reports its mean beside the real one."
+                ),
+                **common,
+            ),
         },
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -89,11 +103,38 @@ def simulations_assets(
             llm,
             lambda profile, **kw: simulate(profile, explanations, excerpts, **kw),
         )
+        shuffled, floor_calls, floor_usage = run_profiles(
+            context,
+            "chance floor",
+            profiles,
+            llm,
+            lambda profile, **kw: shuffled_scores(
+                profile,
+                explanations,
+                excerpts,
+                neuron_sample=floor.floor_sample,
+                seed=floor.floor_seed,
+                **kw,
+            ),
+        )
+        # The audit is written first: every call paid for is on record, even if the stage fails.
+        yield dg.Output(
+            pl.concat([calls, floor_calls]).unique(["layer", "explainer", "call_id"]),
+            "simulator_calls",
+            metadata={**usage, **{f"floor_{key}": value for key, value in floor_usage.items()}},
+        )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
-        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations")
+        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations", "corpus")
         frame = frame.join(versions, on="layer")
         errors = frame["error"].is_not_null().sum()
-        yield dg.Output(frame, "simulations", metadata={**usage, "errors": int(errors)})
-        yield dg.Output(calls, "simulator_calls", metadata=usage)
+        methods = dict(frame.group_by("method").len().iter_rows())
+        yield dg.Output(
+            frame,
+            "simulations",
+            metadata={**usage, "errors": int(errors), "methods": str(methods)},
+        )
+        yield dg.Output(
+            shuffled, "shuffled_scores", metadata={"neurons": shuffled["neuron"].n_unique()}
+        )
 
     return simulate_layers

@@ -52,3 +52,32 @@ def out_of_range_scores(scores: pl.DataFrame) -> list[str]:
     if unexplained.height:
         problems += _listed(unexplained, "NaN scores without a reason")
     return problems
+
+
+def unscored_neurons(
+    scores: pl.DataFrame,
+    explanations: pl.DataFrame,
+    simulations: pl.DataFrame,
+    max_error_fraction: float,
+) -> list[str]:
+    """Every usable explanation is scored, but for neurons whose simulations all failed, and
+    those may be no more than `max_error_fraction` of the explained neurons (the rule that
+    fails a stage on its error rows)."""
+    key = ["layer", "neuron", "explainer"]
+    usable = explanations.filter(pl.col("error").is_null()).select(key).unique()
+    unscored = usable.join(scores.select(key).unique(), on=key, how="anti")
+    if unscored.is_empty():
+        return []
+    failed = simulations.filter(pl.col("error").is_not_null()).select(key).unique()
+    unexplained = unscored.join(failed, on=key, how="anti")
+    problems = []
+    if unexplained.height:
+        problems += _listed(
+            unexplained, "usable explanations have no score and no failed simulation"
+        )
+    if unscored.height > max_error_fraction * usable.height:
+        problems.append(
+            f"{unscored.height} of {usable.height} explained neurons are unscored because their "
+            f"simulations failed, more than max_error_fraction = {max_error_fraction:.0%}"
+        )
+    return problems

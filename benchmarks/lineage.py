@@ -36,7 +36,8 @@ from autointerp.simulate.simulations import scoring_pairs
 from autointerp.simulate.simulator_prompt import build_chat_request
 from autointerp.storage.delta import read_table, write_partitions
 from autointerp.storage.hashing import canonical_json
-from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA, SIMULATIONS_SCHEMA
+from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA
+from autointerp.testing.tables import simulations_frame
 from benchmarks.common import best_of, save
 
 PREFIX = "smollm2_135m"
@@ -172,7 +173,7 @@ def layer_tables(rng: np.random.Generator, texts: pl.DataFrame) -> dict[str, pl.
     expected = np.clip(np.round(3 * (true > 0) + rng.normal(0, 1.5, true.shape)), 0, 10)
     replies = ["\n".join(f"tok\t{int(v)}" for v in row) for row in expected]
     simulator_calls = call_rows(requests, simulator, replies)
-    simulations = pl.DataFrame(
+    simulations = simulations_frame(
         {
             **{key: pairs[key] for key in ("layer", "neuron", "explainer", "explainer_hash")},
             "simulator": SIMULATOR[0],
@@ -185,7 +186,6 @@ def layer_tables(rng: np.random.Generator, texts: pl.DataFrame) -> dict[str, pl.
             "call_ids": simulator_calls["call_id"].reshape((-1, 1)).cast(pl.List(pl.Utf8)),
             "error": None,
         },
-        schema=SIMULATIONS_SCHEMA,
     )
     return {
         "neuron_records": records.select("layer", "neuron", "max_activation"),

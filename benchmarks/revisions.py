@@ -226,7 +226,7 @@ class Pipeline:
         explainer_client, simulator_client = self.clients()
         clients = {"explainer_client": explainer_client, "simulator_client": simulator_client}
         with explainer_client, simulator_client:
-            found, found_calls = find_counterexamples(
+            found, found_calls, _ = find_counterexamples(
                 1,
                 current,
                 excerpts,

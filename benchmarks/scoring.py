@@ -12,7 +12,7 @@ import polars as pl
 
 from autointerp.score.scores import score
 from autointerp.storage.delta import read_table, write_partitions
-from autointerp.storage.schemas import SIMULATIONS_SCHEMA
+from autointerp.testing.tables import simulations_frame
 from benchmarks.common import best_of, save
 
 SPLITS = ("calibration", "valid", "test")
@@ -33,7 +33,7 @@ def simulations_table(neurons: int, per_kind: int, tokens: int, seed: int = 0) -
     def lists(values: np.ndarray) -> pl.Series:
         return pl.Series(values.astype(np.float32)).cast(pl.List(pl.Float32))
 
-    return pl.DataFrame(
+    return simulations_frame(
         {
             "layer": np.zeros(rows, dtype=np.int32),
             "neuron": neuron.astype(np.int32),
@@ -50,7 +50,6 @@ def simulations_table(neurons: int, per_kind: int, tokens: int, seed: int = 0) -
             "call_ids": pl.Series([[]] * rows, dtype=pl.List(pl.Utf8)),
             "error": pl.Series([None] * rows, dtype=pl.Utf8),
         },
-        schema=SIMULATIONS_SCHEMA,
     )
 
 

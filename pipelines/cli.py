@@ -28,6 +28,7 @@ LAYER_ASSETS = [
     "explainer_calls",
     "simulations",
     "simulator_calls",
+    "shuffled_scores",
     "scores",
 ]
 

@@ -54,6 +54,12 @@ def test_default_model_two_layers(real_home, capsys):
         zip(per_neuron["split"] + "/" + per_neuron["kind"], per_neuron["len"], strict=True)
     ) == {
         "train/top": 5,
+        "train/random": 10,  # the reference sample: base rates, never scored
         **{f"{s}/{k}": 5 for s in ("calibration", "valid", "test") for k in ("top", "random")},
     }
+    # Every neuron is scored only on excerpts it was not explained with, each once.
+    counts = splits.group_by("layer", "neuron").agg(
+        rows=pl.len(), distinct=pl.col("excerpt_id").n_unique()
+    )
+    assert (counts["rows"] == counts["distinct"]).all()
     assert splits.schema["activations"] == pl.List(pl.Float32)

@@ -36,6 +36,7 @@ from autointerp.testing.llm_server import (
     chat_simulator_handler,
     no_sleep,
     server_error,
+    target_tokens,
     tokenize,
 )
 
@@ -70,7 +71,8 @@ def make_inputs(n_excerpts: int = 250, seed: int = 0) -> tuple[pl.DataFrame, pl.
     for neuron in range(DEAD + 1):
         top = sorted(range(n_excerpts), key=lambda e: (-acts[neuron, e].max(), e))[:20]
         others = [e for e in range(n_excerpts) if e not in top]
-        random_ids = rng.sample(others, 15)
+        drawn = rng.sample(others, 25)
+        random_ids, reference_ids = drawn[:15], drawn[15:]  # scored; the base rates
         records.append(
             {
                 "layer": 3,
@@ -79,6 +81,8 @@ def make_inputs(n_excerpts: int = 250, seed: int = 0) -> tuple[pl.DataFrame, pl.
                 "top_activations": [acts[neuron, e].tolist() for e in top],
                 "random_excerpt_ids": random_ids,
                 "random_activations": [acts[neuron, e].tolist() for e in random_ids],
+                "reference_excerpt_ids": reference_ids,
+                "reference_activations": [acts[neuron, e].tolist() for e in reference_ids],
             }
         )
     corpus = pl.DataFrame(
@@ -397,9 +401,11 @@ def test_explainer_prompts_never_hold_valid_or_test_excerpts(excerpts):
         .partition_by("neuron", as_dict=True)
         .items()
     }
-    train = {
+    train = {  # what the LLM explainer is shown: the train top records only
         neuron: set(part["excerpt_id"])
-        for (neuron,), part in excerpts.filter(pl.col("split") == "train")
+        for (neuron,), part in excerpts.filter(
+            (pl.col("split") == "train") & (pl.col("kind") == "top")
+        )
         .partition_by("neuron", as_dict=True)
         .items()
     }
@@ -548,3 +554,79 @@ def test_profile_hash_follows_what_changes_the_output(monkeypatch):
     assert base.hash != before["explainer"]
     assert simulator.hash != before["simulator"]
     assert baseline.hash == before["baseline"]
+
+
+def lines_reply(tokens: list[str], values: dict[int, str], *, logprobs: bool = True) -> list[Tok]:
+    """A chat reply writing `token<TAB>value` for the positions in `values` only."""
+    reply: list[Tok] = []
+    for i, token in enumerate(tokens):
+        if i not in values:
+            continue
+        top = {values[i]: math.log(0.9), "0": math.log(0.1)} if logprobs else None
+        reply += [Tok(token), Tok("\t"), Tok(values[i], math.log(0.9) if logprobs else None, top)]
+        reply.append(Tok("\n"))
+    return reply[:-1]
+
+
+def test_unanswered_positions_are_recorded_not_zeroed_and_a_thin_reply_is_an_error(
+    excerpts, tmp_path
+):
+    explanations = explanations_frame({0: "the word cat"})
+    rows = excerpts.filter((pl.col("neuron") == 0) & (pl.col("split") == "test")).sort("rank")
+    thin, cut = rows["excerpt_id"][0], rows["excerpt_id"][1]
+
+    def handler(received):
+        tokens = target_tokens(received.body["messages"][-1]["content"])
+        if tokens[0] == f" x{thin}":  # only a third of the tokens answered
+            return Answer([lines_reply(tokens, {i: "2" for i in range(0, LENGTH, 3)})])
+        answered = {i: ("8" if t == " cat" else "1") for i, t in enumerate(tokens) if i != 5}
+        reason = "length" if tokens[0] == f" x{cut}" else "stop"
+        return Answer([lines_reply(tokens, answered)], finish_reason=reason)
+
+    with LLMServer(handler) as server:
+        profile = llm_simulator(server, "chat_logprobs")
+        with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
+            frame, _ = simulate(profile, explanations, excerpts, client=client)
+    error = frame.filter(pl.col("excerpt_id") == thin).row(0, named=True)
+    assert error["expected_activations"] is None and error["missing_positions"]
+    assert re.search(r"answered [1-6] of 16 tokens .*max_missing_share", error["error"])
+    good = frame.filter(pl.col("error").is_null())
+    # One line left out: one position unanswered (which one, where neighbours repeat a token,
+    # is the aligner's call), stored as such and as a null value, never a zero.
+    for positions, values in good.select("missing_positions", "expected_activations").iter_rows():
+        assert len(positions) == 1 and values[positions[0]] is None
+        assert sum(v is None for v in values) == 1
+    assert set(good["method"]) == {"chat-logprobs"}
+    assert good.filter(pl.col("truncated"))["excerpt_id"].to_list() == [cut]
+    scores = score(frame, calibrate=False).filter(pl.col("scored_on") == "top_and_random")
+    test = scores.filter(pl.col("split") == "test").row(0, named=True)
+    assert (test["tokens"], test["missing_tokens"]) == (9 * (LENGTH - 1), 9)  # 9 rows scored
+
+
+def test_a_reply_without_logprobs_is_recorded_as_read_as_plain_text(excerpts, tmp_path):
+    explanations = explanations_frame({0: "the word cat"})
+
+    def handler(received):
+        tokens = target_tokens(received.body["messages"][-1]["content"])
+        text = "\n".join(f"{t}\t{8 if t == ' cat' else 1}" for t in tokens)
+        return Answer([text], logprobs=False)  # a server that ignores the request for logprobs
+
+    with LLMServer(handler) as server:
+        profile = llm_simulator(server, "chat_logprobs")
+        with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
+            frame, _ = simulate(profile, explanations, excerpts, client=client)
+    assert set(frame["method"]) == {"plain-text"}  # the fallback says so, row by row
+    assert set(frame["sampled_positions"].list.len()) == {LENGTH}
+
+
+def test_the_token_list_explainer_shows_tokens_ranked_over_the_corpus(excerpts):
+    ranked = {NeuronId(3, n): [f" corpus{n}_{i}" for i in range(120)] for n in range(DEAD + 1)}
+    with LLMServer(lambda _: " tokens of a kind") as server:
+        profile = llm_explainer(server, n=1, prompt="token-list-v1")
+        with LLMClient(profile.endpoint(), sleep=no_sleep) as client:
+            frame, _ = explain(profile, excerpts, client=client, ranked_tokens=ranked)
+        target = server.requests[0].body["messages"][-1]["content"]
+    assert frame["error"].null_count() == frame.height
+    shown = re.findall(r'" (corpus\d+_\d+)"', target)
+    assert len(shown) == 50 and all(int(t.split("_")[1]) < 100 for t in shown)
+    assert "cat" not in target  # nothing from the train records themselves

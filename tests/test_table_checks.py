@@ -7,7 +7,13 @@ import polars as pl
 import pytest
 
 import assets.explanations
-from autointerp.table_checks import empty_explanations, missing_neurons, out_of_range_scores
+from autointerp.storage.delta import read_table, table_version
+from autointerp.table_checks import (
+    empty_explanations,
+    missing_neurons,
+    out_of_range_scores,
+    unscored_neurons,
+)
 from pipelines.cli import main
 
 
@@ -68,9 +74,14 @@ def test_checks_run_and_a_failing_one_blocks_downstream(tiny_env, monkeypatch):
         "scores_in_range": True,
         "every_explanation_scored": True,
     }
+    explanations = str(tiny_env / "home/delta/tiny/explanations")
+    version, rows = table_version(explanations), read_table(explanations)
     monkeypatch.setattr(assets.explanations, "empty_explanations", lambda _: ["broken"])
-    with pytest.raises(SystemExit, match="blocking asset check failed"):
+    with pytest.raises(SystemExit, match=r"blocking asset check failed.*no_empty_explanations"):
         main(["run", "--layers", "0", "--excerpts", "40"])
+    # The check ran on the frame before it was written: the table is as it was.
+    assert table_version(explanations) == version
+    assert read_table(explanations).equals(rows)
     with dg.DagsterInstance.from_config(str(tiny_env / "home/dagster")) as instance:
         last = instance.get_runs(limit=1)[0]
         steps = {
@@ -81,3 +92,21 @@ def test_checks_run_and_a_failing_one_blocks_downstream(tiny_env, monkeypatch):
         }
     # The check failed the explain step, so nothing downstream of it ran.
     assert "tiny__top_k_excerpts" in steps and not steps & {"tiny__explain", "tiny__simulate"}
+
+
+def test_unscored_neurons_agree_with_the_error_fraction():
+    explained = pl.DataFrame(
+        {"layer": [0] * 4, "neuron": [0, 1, 2, 3], "explainer": ["a"] * 4, "error": [None] * 4}
+    )
+    scored = explained.filter(pl.col("neuron") < 3).select("layer", "neuron", "explainer")
+    failed = pl.DataFrame({"layer": [0], "neuron": [3], "explainer": ["a"], "error": ["HTTP 500"]})
+    # One neuron of four unscored because its simulations failed: within 25%, not within 20%.
+    assert unscored_neurons(scored, explained, failed, 0.25) == []
+    assert unscored_neurons(scored, explained, failed, 0.2) == [
+        "1 of 4 explained neurons are unscored because their simulations failed, more than "
+        "max_error_fraction = 20%"
+    ]
+    # A neuron unscored with no failed simulation is a bug, whatever the fraction.
+    assert unscored_neurons(scored, explained, failed.head(0), 1.0) == [
+        "1 usable explanations have no score and no failed simulation: 0/3"
+    ]

@@ -2,7 +2,9 @@
 
 A neuron is the input to the MLP's output projection, read by a forward pre-hook on that module.
 The pass stops right after the deepest requested layer: layers above it, and the vocabulary
-projection, never run.
+projection, never run. Each excerpt is wrapped in the special tokens the model's tokenizer adds
+(Gemma's and Llama's beginning-of-sequence token, BERT's [CLS] and [SEP]), as the model saw text
+in training; those positions are read by no record and no score.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class ActivationHooks:
 
     def __enter__(self) -> ActivationHooks:
         deepest = self.layers[-1]
+        prefix, suffix = len(self.subject.special_prefix), len(self.subject.special_suffix)
 
         def hook_for(layer: int):
             def hook(_module, inputs):
-                self.on_batch(layer, inputs[0].detach())
+                # Only the text's own positions: the special tokens around it are not records.
+                values = inputs[0].detach()
+                self.on_batch(layer, values[:, prefix : values.shape[1] - suffix])
                 if layer == deepest:
                     raise _StopForward
 
@@ -58,6 +63,8 @@ class ActivationHooks:
             handle.remove()
 
     def run(self, token_ids: torch.Tensor) -> None:
+        """Run a batch of texts' token ids (without special tokens) through the model."""
+        token_ids = self.subject.with_special_tokens(token_ids)
         with torch.inference_mode(), contextlib.suppress(_StopForward):
             self.subject.model(
                 input_ids=token_ids.to(self.subject.device),
@@ -96,18 +103,28 @@ def capture_records(
     """
     layers = subject.check_layers(layers)
     excerpt_ids, tokens = token_matrix(corpus)
-    if tokens.shape[1] > subject.context_length:
+    specials = len(subject.special_prefix) + len(subject.special_suffix)
+    if tokens.shape[1] + specials > subject.context_length:
         raise InputError(
-            f"excerpts of {tokens.shape[1]} tokens exceed the model's context of "
-            f"{subject.context_length}"
+            f"excerpts of {tokens.shape[1]} tokens (plus {specials} special tokens) exceed the "
+            f"model's context of {subject.context_length}"
         )
     if len(excerpt_ids) < spec.top_k:
         raise InputError(
             f"the corpus has {len(excerpt_ids)} excerpts, fewer than top_k={spec.top_k}"
         )
     plan = SamplingPlan.build(excerpt_ids, spec)
+    vocabulary = np.unique(tokens) if spec.top_mean_tokens else None
     records = {
-        layer: LayerRecords(subject.neurons_per_layer, tokens.shape[1], plan, spec)
+        layer: LayerRecords(
+            layer,
+            subject.neurons_per_layer,
+            tokens.shape[1],
+            plan,
+            spec,
+            dtype=subject.dtype,
+            vocabulary=vocabulary,
+        )
         for layer in layers
     }
     captured: dict[int, torch.Tensor] = {}
@@ -116,7 +133,7 @@ def capture_records(
     def update(batch: dict[int, torch.Tensor], rows: np.ndarray) -> None:
         ids = torch.from_numpy(excerpt_ids[rows])
         for layer in layers:
-            records[layer].update(batch[layer].cpu(), rows, ids)
+            records[layer].update(batch[layer].cpu(), rows, ids, tokens[rows])
 
     # The records of batch i are updated on a worker thread while batch i+1 runs through the
     # model: torch releases the GIL, and the forward pass leaves the cores partly idle.
@@ -137,4 +154,4 @@ def capture_records(
                 progress(done, len(plan.order))
         if pending is not None:
             pending.result()
-    return pl.concat([records[layer].frame(layer, excerpt_ids) for layer in layers])
+    return pl.concat([records[layer].frame(excerpt_ids) for layer in layers])

@@ -63,3 +63,27 @@ def train_peaks(excerpts: pl.DataFrame) -> dict[NeuronId, float]:
         neuron: peak_activation(records)
         for neuron, records in records_by_neuron(excerpts, split="train", kind="top").items()
     }
+
+
+def top_mean_tokens(records: pl.DataFrame, corpus: pl.DataFrame) -> dict[NeuronId, list[str]]:
+    """Each neuron's tokens ranked by mean activation over the corpus, as strings: the records'
+    `top_mean_token_ids` (captured when [records] top_mean_tokens > 0) read through the
+    corpus's own token strings."""
+    if "top_mean_token_ids" not in records.columns:
+        return {}
+    strings = (
+        corpus.select(token_id="token_ids", token="tokens")
+        .explode("token_id", "token")
+        .unique("token_id")
+    )
+    ranked = (
+        records.select("layer", "neuron", token_id="top_mean_token_ids")
+        .with_columns(rank=pl.int_ranges(pl.col("token_id").list.len()))
+        .explode("token_id", "rank")
+        .join(strings, on="token_id", how="left")
+        .sort("layer", "neuron", "rank")
+    )
+    out: dict[NeuronId, list[str]] = {}
+    for layer, neuron, token in ranked.select("layer", "neuron", "token").iter_rows():
+        out.setdefault(NeuronId(layer, neuron), []).append(token)
+    return out

@@ -34,17 +34,18 @@ def probe_texts(
 ) -> list[TextActivations]:
     """Run `texts` through the subject model and read the requested neurons on every token.
 
-    Texts are tokenized with the model's tokenizer without special tokens (as the corpus is)
-    and cut to the model's context (`truncated`). Texts of equal length share a batch, so no
-    padding ever reaches the model (exact for bidirectional models too), and each pass serves
-    every requested layer. Every requested neuron is read on every text: memory is texts ×
-    tokens × neurons, so callers with many texts of different neurons call per group."""
+    Texts are tokenized with the model's tokenizer, wrapped in its special tokens as the corpus
+    excerpts are, and cut to the model's context (`truncated`). Texts of equal length share a
+    batch, so no padding ever reaches the model (exact for bidirectional models too), and each
+    pass serves every requested layer. Every requested neuron is read on every text: memory is
+    texts × tokens × neurons, so callers with many texts of different neurons call per group."""
     if not texts:
         return []
     layers = subject.check_layers(layer_neurons)
     columns = {layer: [int(n) for n in layer_neurons[layer]] for layer in layers}
     size = batch_size or subject.spec.batch_size
-    limit = subject.context_length
+    # Room for the special tokens the model's tokenizer puts around every text.
+    limit = subject.context_length - len(subject.special_prefix) - len(subject.special_suffix)
     encoded = subject.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     ids = [list(row[:limit]) for row in encoded]
     vocabulary = sorted({i for row in ids for i in row})

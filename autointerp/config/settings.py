@@ -14,9 +14,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autointerp.activations.sampling import NeuronSample
 from autointerp.config.profiles import Profiles, load_profiles
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
+from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN_LIST_TOP
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "autointerp.toml"
@@ -77,14 +79,31 @@ class CorpusSpec:
 
 
 @dataclass(frozen=True)
-class RecordsSpec:
-    """How many excerpts each neuron record keeps (REFERENCE.md: 20 top and 15 random suffice)."""
+class RecordsSpec(Versioned):
+    """How many excerpts each neuron record keeps (REFERENCE.md: 20 top and 15 random suffice).
+
+    Random excerpts are drawn per neuron from outside its top-k: `random_k` are scored (split
+    over calibration, valid and test), `reference_k` more give the baseline explainer its base
+    rates and are never scored. `top_mean_tokens` > 0 keeps each neuron's tokens with the
+    highest mean activation over the corpus (the token-list explainer needs 100); it costs
+    distinct tokens × neurons × 4 bytes per layer during capture, so it is off by default.
+    """
 
     top_k: int = 20
     random_k: int = 15
+    reference_k: int = 10
     quantile_k: int = 5  # per quantile band
     boundary_pool: int = 512  # excerpts, seen first, that estimate the quantile boundaries
     seed: int = 0
+    top_mean_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "random_k", "reference_k", "quantile_k", "boundary_pool", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"[records] {name} = {value!r}: a whole number >= 0 is needed")
+        if self.top_k < 1 or self.boundary_pool < 1:
+            raise ConfigError("[records] top_k and boundary_pool must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -132,12 +151,19 @@ class RevisionSpec(Versioned):
 
 @dataclass(frozen=True)
 class SummarySpec(Versioned):
-    """How the summaries compute their intervals."""
+    """How the summaries compute their intervals, and which neurons estimate the chance floor
+    (each scored with another neuron's explanation: one more simulation per sampled neuron)."""
 
     bootstrap_samples: int = 2000  # resamples for every 95% interval of a mean
     bootstrap_seed: int = 0
+    floor_sample: str = "random:200:0"  # per layer: "all", "first:N" or "random:N:SEED"
+    floor_seed: int = 0  # which neuron lends which its explanation
 
     SINCE_DEFAULT = frozenset({"bootstrap_samples", "bootstrap_seed"})
+    OPERATIONAL = frozenset({"floor_sample", "floor_seed"})  # versions simulations, not summaries
+
+    def __post_init__(self) -> None:
+        NeuronSample.parse(self.floor_sample)
 
 
 @dataclass(frozen=True)
@@ -245,18 +271,29 @@ def load_settings(
         storage = StorageSpec(
             str(Path(storage.root).expanduser().resolve()), storage.storage_options
         )
+    profiles = load_profiles(raw)
+    records = _section(raw, "records", RecordsSpec)
+    for name in profiles.active_explainers:
+        if profiles.explainer(name).prompt == TOKEN_LIST_PROMPT_VERSION and (
+            records.top_mean_tokens < TOKEN_LIST_TOP
+        ):
+            raise ConfigError(
+                f"explainer {name!r} uses the token-list prompt, which shows a neuron's top "
+                f"{TOKEN_LIST_TOP} tokens by mean activation: set [records] top_mean_tokens = "
+                f"{TOKEN_LIST_TOP} (it is {records.top_mean_tokens})"
+            )
     return Settings(
         home=home.expanduser().resolve(),
         config_path=path.resolve(),
         allow_hub=allow_hub.strip().lower() in ("1", "true", "yes", "on"),
         models=models,
         corpus=_section(raw, "corpus", CorpusSpec),
-        records=_section(raw, "records", RecordsSpec),
+        records=records,
         revisions=_section(raw, "revisions", RevisionSpec),
         summaries=_section(raw, "summaries", SummarySpec),
         storage=storage,
         default_model=general.get("default_model", "smollm2-135m"),
-        profiles=load_profiles(raw),
+        profiles=profiles,
     )
 
 

@@ -145,22 +145,30 @@ def build_explanation_request(
             )
 
 
-def top_tokens_by_mean(
-    records: Sequence[ActivationRecord], *, top: int = 100, shown: int = 50, seed: int = 0
-) -> list[str]:
-    """`shown` of the `top` token strings with the highest mean activation over the records,
-    chosen at random (seeded, so deterministic) and listed in rank order."""
+TOKEN_LIST_TOP = 100  # the reference shows 50 of a neuron's top 100 tokens by mean activation
+TOKEN_LIST_SHOWN = 50
+
+
+def shown_tokens(ranked: Sequence[str], *, seed: int = 0) -> list[str]:
+    """TOKEN_LIST_SHOWN of the first TOKEN_LIST_TOP token strings of `ranked` (highest mean
+    activation first), chosen at random (seeded, so deterministic) and listed in rank order."""
+    top = list(ranked[:TOKEN_LIST_TOP])
+    if len(top) <= TOKEN_LIST_SHOWN:
+        return top
+    picks = np.random.default_rng(seed).choice(len(top), size=TOKEN_LIST_SHOWN, replace=False)
+    return [top[i] for i in sorted(picks)]
+
+
+def tokens_by_mean(records: Sequence[ActivationRecord]) -> list[str]:
+    """Token strings ranked by their mean activation over `records` (a few-shot neuron's, which
+    come with no corpus statistics)."""
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     for record in records:
         for token, activation in zip(record.tokens, record.activations, strict=True):
             totals[token] = totals.get(token, 0.0) + float(activation)
             counts[token] = counts.get(token, 0) + 1
-    ranked = sorted(totals, key=lambda t: (-totals[t] / counts[t], t))[:top]
-    if len(ranked) <= shown:
-        return ranked
-    picks = np.random.default_rng(seed).choice(len(ranked), size=shown, replace=False)
-    return [ranked[i] for i in sorted(picks)]
+    return sorted(totals, key=lambda t: (-totals[t] / counts[t], t))
 
 
 def token_list_block(index: int, tokens: Sequence[str]) -> str:
@@ -170,25 +178,29 @@ def token_list_block(index: int, tokens: Sequence[str]) -> str:
 
 
 def build_token_list_explanation_request(
-    records: Sequence[ActivationRecord],
+    ranked_tokens: Sequence[str],
     *,
     few_shot: FewShot = "default",
     seed: int = 0,
     count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> ExplanationRequest:
-    """The token-list explainer variant: the neuron is shown as 50 of its top 100 tokens by mean
-    activation over `records`, after few-shot neurons shown the same way."""
-    if not records:
-        raise InputError("the explainer needs at least one activation record")
+    """The token-list explainer variant (REFERENCE.md): the neuron is shown as 50 of its top 100
+    tokens by mean activation over the corpus (`ranked_tokens`, highest first: the neuron
+    records' `top_mean_token_ids`), after few-shot neurons shown the same way."""
+    if not ranked_tokens:
+        raise InputError(
+            "the token-list explainer needs the neuron's tokens ranked by mean activation over "
+            "the corpus: set [records] top_mean_tokens = 100 and capture again"
+        )
     examples = resolve_few_shot(few_shot)
     turns = [
         (
-            token_list_block(i + 1, top_tokens_by_mean(n.records, seed=seed)),
+            token_list_block(i + 1, shown_tokens(tokens_by_mean(n.records), seed=seed)),
             few_shot_answer(n.explanation),
         )
         for i, n in enumerate(examples)
     ]
-    target = token_list_block(len(examples) + 1, top_tokens_by_mean(records, seed=seed))
+    target = token_list_block(len(examples) + 1, shown_tokens(ranked_tokens, seed=seed))
     messages = _messages(TOKEN_LIST_SYSTEM_MESSAGE, turns, target)
     return ExplanationRequest(
         messages=messages,

@@ -2,7 +2,8 @@
 
 The explainer sees only each neuron's train top records (REFERENCE.md "Splits"). The token-
 statistics baseline also needs a random reference for base rates; it takes the neuron's
-calibration random records, never valid or test ones, so no scored excerpt reaches an explainer.
+reference random records (split "train", kind "random"), which no split scores, so no scored
+excerpt reaches an explainer.
 
 An LLM explainer sends one request per neuron asking for `n` samples, through the shared client
 (bounded concurrency, retries, persistent cache). A call that fails, a prompt that cannot fit the
@@ -12,7 +13,7 @@ of the layer completes, and `check_error_fraction` decides whether the stage as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -57,9 +58,11 @@ def _row(
     }
 
 
-def _request(profile: ExplainerProfile, records: list[ActivationRecord]) -> ExplanationRequest:
+def _request(
+    profile: ExplainerProfile, records: list[ActivationRecord], ranked_tokens: Sequence[str]
+) -> ExplanationRequest:
     if profile.prompt == TOKEN_LIST_PROMPT_VERSION:
-        return build_token_list_explanation_request(records, few_shot=profile.few_shot)
+        return build_token_list_explanation_request(ranked_tokens, few_shot=profile.few_shot)
     return build_explanation_request(
         records, few_shot=profile.few_shot, max_prompt_tokens=profile.max_prompt_tokens
     )
@@ -71,8 +74,11 @@ def explain(
     *,
     client: LLMClient | None,
     progress: Progress | None = None,
+    ranked_tokens: Mapping[NeuronId, Sequence[str]] | None = None,
 ) -> tuple[pl.DataFrame, list[CallResult]]:
     """Explain the profile's sample of the neurons in `excerpts` (a neuron_excerpts frame).
+    `ranked_tokens`: each neuron's tokens by mean activation over the corpus
+    (`excerpts.top_mean_tokens`), which the token-list prompt shows.
 
     Returns the `explanations` table (one row per neuron and sample; see EXPLANATIONS_SCHEMA)
     and the LLM calls made (empty for the baseline), for the calls audit table. The baseline
@@ -92,7 +98,7 @@ def explain(
 
     rows: list[dict[str, object]] = []
     if profile.kind == "baseline":
-        reference = records_by_neuron(excerpts, split="calibration", kind="random")
+        reference = records_by_neuron(excerpts, split="train", kind="random")
         for neuron in neurons:
             if neuron not in train:
                 rows.append(_row(neuron, explainer, 0, error="no train top excerpts"))
@@ -112,7 +118,8 @@ def explain(
         try:
             if neuron not in train:
                 raise InputError("no train top excerpts")
-            prompts.append((neuron, _request(profile, train[neuron])))
+            tokens = (ranked_tokens or {}).get(neuron, ())
+            prompts.append((neuron, _request(profile, train[neuron], tokens)))
         except InputError as err:
             rows += [_row(neuron, explainer, s, error=str(err)) for s in range(profile.n)]
             tick()

@@ -16,10 +16,20 @@ from autointerp.storage.hashing import digest
 
 @dataclass(frozen=True)
 class FewShotNeuron:
-    """A worked example: a neuron's records with raw activations, and its explanation."""
+    """A worked example: a neuron's records with raw activations, and its explanation.
+
+    `first_revealed` gives, per record, the index of the first token whose activation the
+    all-at-once simulator prompt reveals; earlier ones read `unknown` there, as in the
+    reference, so that the model learns to put its probability on numbers at `unknown`.
+    """
 
     records: tuple[ActivationRecord, ...]
     explanation: str
+    first_revealed: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.first_revealed and len(self.first_revealed) != len(self.records):
+            raise InputError("first_revealed needs one index per record")
 
 
 def _record(pairs: Sequence[tuple[str, float]]) -> ActivationRecord:
@@ -44,6 +54,7 @@ _DEFAULT_FEW_SHOT: tuple[FewShotNeuron, ...] = (
                      (").", 3.2)]),
         ),
         explanation="closing parentheses and square brackets",
+        first_revealed=(4, 2, 6),
     ),
     FewShotNeuron(
         records=(
@@ -58,6 +69,7 @@ _DEFAULT_FEW_SHOT: tuple[FewShotNeuron, ...] = (
                      (" the", 0), (" sails", 4.8), (".", 0)]),
         ),
         explanation="words about the sea, ships and sailing",
+        first_revealed=(3, 6, 1),
     ),
     FewShotNeuron(
         records=(
@@ -71,6 +83,7 @@ _DEFAULT_FEW_SHOT: tuple[FewShotNeuron, ...] = (
                      (" Rivera", 6.3), (" arrived", 0), (" on", 0), (" Monday", 0), (".", 0)]),
         ),
         explanation="surnames that come right after a title such as Mr, Mrs, Ms or Dr",
+        first_revealed=(2, 5, 3),
     ),
 )
 # fmt: on
@@ -97,6 +110,7 @@ def few_shot_hash(few_shot: FewShot) -> str:
         {
             "explanation": n.explanation,
             "records": [[r.tokens, [float(a) for a in r.activations]] for r in n.records],
+            "first_revealed": list(n.first_revealed),
         }
         for n in resolve_few_shot(few_shot)
     ]

@@ -1,11 +1,11 @@
 """The pieces every prompt is built from (explainer, simulator, counterexample generation,
 revision), so the reference format exists once.
 
-A record is written as `\n<start>\n` + one `token<tab>value` line per token + `\n<end>\n`, with
-values normalized as `min(10, floor(10 · relu(x) / max))` over the records shown together. One
-choice of this project: a token holding a newline, tab or carriage return is written escaped
-(`\\n`, `\\t`, `\\r`), so that one token stays one `token<tab>value` line; the simulators rely
-on it to read their answers back line by line.
+Records are listed as the reference lists them (`format_records`), one `token<tab>value` line per
+token, with values normalized as `min(10, floor(10 · relu(x) / max))` over the records shown
+together. One choice of this project: a token holding a newline, tab or carriage return is
+written escaped (`\\n`, `\\t`, `\\r`), so that one token stays one `token<tab>value` line; the
+simulators rely on it to read their answers back line by line.
 """
 
 from __future__ import annotations
@@ -73,14 +73,25 @@ def normalize_activations(records: Sequence[ActivationRecord]) -> list[list[int]
     ]
 
 
-def format_record(tokens: Sequence[str], values: Sequence[object]) -> str:
-    """`\\n<start>\\n`, one `token<tab>value` line per token, then `\\n<end>\\n`."""
-    lines = "\n".join(f"{display_token(t)}\t{v}" for t, v in zip(tokens, values, strict=True))
-    return f"\n<start>\n{lines}\n<end>\n"
+def record_lines(tokens: Sequence[str], values: Sequence[object]) -> str:
+    """One `token<tab>value` line per token."""
+    return "\n".join(f"{display_token(t)}\t{v}" for t, v in zip(tokens, values, strict=True))
+
+
+def format_records(records: Sequence[tuple[Sequence[str], Sequence[object]]]) -> str:
+    """(tokens, values) records as the reference lists them: `<start>` on its own line, each
+    record's lines, records separated by an `<end>` line and a `<start>` line, a final `<end>`."""
+    body = "\n<end>\n<start>\n".join(record_lines(t, v) for t, v in records)
+    return f"\n<start>\n{body}\n<end>\n"
 
 
 def explanation_header(index: int) -> str:
     return f"\nExplanation of neuron {index} behavior: {EXPLANATION_LEAD}"
+
+
+def explanation_line(index: int, explanation: str) -> str:
+    """The header completed by an explanation, as the simulator prompts state it."""
+    return f"{explanation_header(index)} {explanation.strip()}"
 
 
 def explainer_block(index: int, records: Sequence[ActivationRecord]) -> str:
@@ -88,14 +99,16 @@ def explainer_block(index: int, records: Sequence[ActivationRecord]) -> str:
     and the line the explanation completes."""
     values = normalize_activations(records)
     text = f"\n\nNeuron {index}\nActivations:"
-    text += "".join(format_record(r.tokens, v) for r, v in zip(records, values, strict=True))
+    text += format_records([(r.tokens, v) for r, v in zip(records, values, strict=True)])
     shown = [v for vs in values for v in vs]
     # Sparsity is judged on the displayed values: those are the zeros the repeat filters out.
     if shown and sum(v > 0 for v in shown) < ZEROS_FILTER_THRESHOLD * len(shown):
         text += "\nSame activations, but with all zeros filtered out:"
+        filtered = []
         for record, vs in zip(records, values, strict=True):
             kept = [(t, v) for t, v in zip(record.tokens, vs, strict=True) if v > 0]
-            text += format_record([t for t, _ in kept], [v for _, v in kept])
+            filtered.append(([t for t, _ in kept], [v for _, v in kept]))
+        text += format_records(filtered)
     return text + explanation_header(index)
 
 

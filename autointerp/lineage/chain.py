@@ -85,8 +85,9 @@ class Score:
     ev_correlation: float
     rsquared: float
     absolute_dev_explained: float
-    calibrated: bool
+    calibrated: bool  # rsquared and absolute_dev_explained are on the neuron's scale only if so
     excerpt_ids: list[int]  # exactly the excerpts pooled
+    missing_tokens: int | None  # positions the simulator left unanswered (not pooled)
 
 
 @dataclass(frozen=True)

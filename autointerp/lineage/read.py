@@ -13,15 +13,14 @@ latest version and marked so. Only the layer's partition of each table and only 
 needed are read (the corpus, unpartitioned, for its ids and texts), so one neuron's lineage costs
 a few partition reads whatever the number of layers.
 
-Which commit wrote a partition's rows: the newest data commit at or before the version read whose
-replace predicate (`layer = 5 AND explainer = 'x'`, as `storage.delta` writes them) covers the
-rows; a commit without a predicate replaced or appended the whole table.
+Which commit wrote a partition's rows: the newest data commit at or before the version read that
+replaced them, as every write of the project records in its commit metadata (the layers and
+profiles it replaced); a commit that recorded nothing is taken to have written everything.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -83,10 +82,6 @@ _SCHEMAS = {
 }
 # The commits that add rows: write_partitions makes WRITEs; a CREATE TABLE adds none.
 _DATA_OPERATIONS = frozenset({"WRITE"})
-# `column = literal` and `column IN (literal, ...)`, the clauses delta-rs records for a predicate.
-_LITERAL = r"'(?:[^']|'')*'|-?[\w.]+"
-_EQUALS = re.compile(rf'"?(\w+)"?\s*=\s*({_LITERAL})')
-_IN = re.compile(r'"?(\w+)"?\s+IN\s*\(([^)]*)\)', re.IGNORECASE)
 
 
 class _Tables:
@@ -152,12 +147,15 @@ class _Tables:
         return self._frames[key]
 
     def writer(self, table: str, version: int, rows: Mapping[str, object]) -> Commit | None:
-        """The newest data commit at or before `version` whose predicate covers `rows`."""
+        """The newest data commit at or before `version` that replaced `rows`, by what the
+        project's own writes record in their commit metadata (`delta.replaced_rows`)."""
         for entry in self.history(table):  # newest first
             if entry["version"] > version or entry.get("operation") not in _DATA_OPERATIONS:
                 continue
-            predicate = (entry.get("operationParameters") or {}).get("predicate")
-            if predicate is None or _covers(predicate, rows):
+            replaced = delta.replaced_rows(entry)
+            if replaced is None or all(
+                str(rows[column]) in values for column, values in replaced.items() if column in rows
+            ):
                 return Commit(
                     version=entry["version"],
                     timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).isoformat(
@@ -169,23 +167,6 @@ class _Tables:
                     code_version=entry.get("dagster_code_version"),
                 )
         return None
-
-
-def _covers(predicate: str, rows: Mapping[str, object]) -> bool:
-    """Whether a replace predicate (a conjunction of per-column value lists) covers `rows`;
-    columns that `rows` does not name constrain nothing we know of."""
-    allowed: dict[str, set[str]] = {}
-    for column, literal in _EQUALS.findall(predicate):
-        allowed.setdefault(column, set()).add(_unquote(literal))
-    for column, literals in _IN.findall(predicate):
-        allowed.setdefault(column, set()).update(
-            _unquote(literal) for literal in re.findall(_LITERAL, literals)
-        )
-    return all(str(rows[column]) in values for column, values in allowed.items() if column in rows)
-
-
-def _unquote(literal: str) -> str:
-    return literal[1:-1].replace("''", "'") if literal.startswith("'") else literal
 
 
 def _score_rows(
@@ -314,6 +295,7 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
                 absolute_dev_explained=row["absolute_dev_explained"],
                 calibrated=row["calibrated"],
                 excerpt_ids=row["excerpt_ids"],
+                missing_tokens=row.get("missing_tokens"),
             )
             for row in rows.iter_rows(named=True)
         ],

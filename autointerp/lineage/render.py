@@ -49,10 +49,18 @@ def _render_chain(chain: ScoreChain, width: int, printed: set[str]) -> list[str]
     ]
     order = {split: i for i, split in enumerate(("calibration", "valid", "test"))}
     for s in sorted(chain.scores, key=lambda s: (order.get(s.split, 3), s.split, s.scored_on)):
+        # rsquared and absolute deviation explained mean something on the neuron's own scale
+        # only: shown where the predictions were calibrated to it.
+        scale = (
+            f"  rsquared {_fmt(s.rsquared)}  abs_dev_explained "
+            f"{_fmt(s.absolute_dev_explained)} (calibrated)"
+            if s.calibrated
+            else ""
+        )
+        missing = f", {s.missing_tokens} tokens unanswered" if s.missing_tokens else ""
         lines.append(
-            f"      {s.split:<11} {s.scored_on:<14} ev_correlation {_fmt(s.ev_correlation)}  "
-            f"rsquared {_fmt(s.rsquared)}  abs_dev_explained {_fmt(s.absolute_dev_explained)}"
-            f"{'  calibrated' if s.calibrated else ''}  ({len(s.excerpt_ids)} excerpts)"
+            f"      {s.split:<11} {s.scored_on:<14} ev_correlation {_fmt(s.ev_correlation)}"
+            f"{scale}  ({len(s.excerpt_ids)} excerpts{missing})"
         )
     explanation = chain.explanation
     if explanation is None:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -33,10 +32,10 @@ from tqdm.auto import tqdm
 
 from autointerp.errors import InputError
 from autointerp.llm.cache import ResponseCache, request_hash
-from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import CallResult, LLMRequest, Status
 from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
-from autointerp.llm.retry import backoff, classify
+from autointerp.llm.retry import attempt_cost, backoff, classify
 from autointerp.llm.secrets import scrub
 
 log = logging.getLogger(__name__)
@@ -84,8 +83,9 @@ class LLMClient:
         endpoint = self.endpoint
         if endpoint.model != model or (endpoint.base_url or None) != (base_url or None):
             raise InputError(
-                f"the client calls {endpoint.model!r} at {endpoint.url}, but the profile names "
-                f"{model!r} at {base_url or 'OpenAI'}: build the client from profile.endpoint()"
+                f"the client calls {endpoint.model!r} at {endpoint.shown}, but the profile names "
+                f"{model!r} at {recorded_url(base_url) if base_url else 'OpenAI'}: build the "
+                "client from profile.endpoint()"
             )
 
     def __repr__(self) -> str:
@@ -104,11 +104,17 @@ class LLMClient:
         payload = request.payload(self.endpoint)
         key = request_hash(payload)
         started = time.monotonic()
-        if self.cache is not None and (body := self.cache.get(key)) is not None:
-            # Only parseable bodies are stored; an unreadable one is simply asked again.
-            with contextlib.suppress(InvalidResponse):
-                parsed = parse_response(request.kind, body)
-                return self._result(key, payload, started, status="cached", parsed=parsed)
+        stale = False  # a stored body that today's parser rejects: replaced by the next one
+        if self.cache is not None:
+            # Cache I/O runs off the event loop: a slow disk never stalls the calls in flight.
+            body = await asyncio.to_thread(self.cache.get, key)
+            if body is not None:
+                try:
+                    parsed = parse_response(request.kind, body)
+                except InvalidResponse:
+                    stale = True
+                else:
+                    return self._result(key, payload, started, status="cached", parsed=parsed)
         session = self._session()
         pending = session.inflight.get(key)
         if pending is not None:
@@ -126,7 +132,7 @@ class LLMClient:
         future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
         session.inflight[key] = future
         try:
-            result = await self._call(session, request, payload, key, started)
+            result = await self._call(session, request, payload, key, started, stale=stale)
         except BaseException:
             future.cancel()  # waiters on the same request are cancelled with it
             raise
@@ -264,30 +270,50 @@ class LLMClient:
         payload: dict[str, Any],
         key: str,
         started: float,
+        *,
+        stale: bool = False,
     ) -> CallResult:
         endpoint = self.endpoint
         attempt = 0
+        failed_cost: float | None = 0.0  # what failed attempts cost; None once unknown
         async with session.semaphore:  # held through backoff: a throttled batch slows down whole
             while True:
                 attempt += 1
+                body: str | None = None
                 try:
                     async with asyncio.timeout(endpoint.timeout_s):
                         body = await self._send(session.client, payload)
                     parsed = parse_response(request.kind, body)
                 except (openai.OpenAIError, InvalidResponse, TimeoutError) as err:
                     failure = classify(err, endpoint.timeout_s)
+                    spent = attempt_cost(endpoint, err, body)
+                    failed_cost = (
+                        None if spent is None or failed_cost is None else failed_cost + spent
+                    )
                 else:
                     if self.cache is not None:
-                        self.cache.put(key, payload, body)
+                        await asyncio.to_thread(self.cache.put, key, payload, body, replace=stale)
                     return self._result(
-                        key, payload, started, status="ok", parsed=parsed, attempts=attempt
+                        key,
+                        payload,
+                        started,
+                        status="ok",
+                        parsed=parsed,
+                        attempts=attempt,
+                        failed_cost=failed_cost,
                     )
                 message = scrub(str(failure), session.client.api_key)
                 if not failure.retryable or attempt == endpoint.max_attempts:
                     if failure.retryable:
                         message += f" (gave up after {attempt} attempts)"
                     return self._result(
-                        key, payload, started, status="error", attempts=attempt, error=message
+                        key,
+                        payload,
+                        started,
+                        status="error",
+                        attempts=attempt,
+                        error=message,
+                        failed_cost=failed_cost,
                     )
                 delay = (
                     failure.retry_after
@@ -313,12 +339,15 @@ class LLMClient:
         parsed: ParsedResponse | None = None,
         attempts: int = 0,
         error: str | None = None,
+        failed_cost: float | None = 0.0,
     ) -> CallResult:
         endpoint = self.endpoint
         if status == "ok" and parsed is not None:
             cost = endpoint.cost(parsed.prompt_tokens, parsed.completion_tokens)
         else:
             cost = 0.0 if endpoint.priced else None
+        # Failed attempts that were billed count too; a timed-out one makes the total unknown.
+        cost = None if cost is None or failed_cost is None else cost + failed_cost
         return CallResult(
             call_id=key,
             request_hash=key,

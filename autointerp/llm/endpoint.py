@@ -4,12 +4,22 @@ timeout, concurrency, retry policy and prices."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from autointerp.errors import ConfigError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"  # local servers ignore the key, but the openai client insists on one
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def recorded_url(url: str) -> str:
+    """A URL as it may be recorded: without user info (credentials) or query string."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,26 @@ class Endpoint:
             raise ConfigError(
                 f"endpoint {self.model!r}: backoff times must be >= 0 and jitter in [0, 1)"
             )
+        if self.api_key_env is not None and not _VARIABLE_NAME.fullmatch(self.api_key_env):
+            # The value is not repeated: it may be the key itself, pasted in the wrong place.
+            raise ConfigError(
+                f"endpoint {self.model!r}: api_key_env must be the NAME of an environment "
+                "variable (letters, digits and underscores, e.g. OPENAI_API_KEY), not the key; "
+                "the value given is not shown"
+            )
+
+    def __repr__(self) -> str:  # the URL may carry credentials: shown without them
+        return f"Endpoint(model={self.model!r}, url={self.shown!r})"
 
     @property
     def url(self) -> str:
+        """Where requests go (credentials in the URL included: never record it; see `shown`)."""
         return (self.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    @property
+    def shown(self) -> str:
+        """The endpoint's URL as tables, logs and errors show it."""
+        return recorded_url(self.url)
 
     @property
     def priced(self) -> bool:
@@ -70,7 +96,7 @@ class Endpoint:
         key = os.environ.get(self.api_key_env, "").strip()
         if not key:
             raise ConfigError(
-                f"no API key for {self.url}: set the environment variable {self.api_key_env}, "
+                f"no API key for {self.shown}: set the environment variable {self.api_key_env}, "
                 "or set api_key_env to None for a local server that needs no key"
             )
         return key

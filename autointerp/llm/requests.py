@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from autointerp.errors import InputError
-from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.responses import Kind, Logprobs
 
 Status = Literal["ok", "cached", "error"]
@@ -50,7 +50,7 @@ class LLMRequest:
         body = {"messages": self.messages} if self.kind == "chat" else {"prompt": self.prompt}
         return {
             "kind": self.kind,
-            "base_url": endpoint.base_url.rstrip("/") if endpoint.base_url else None,
+            "base_url": recorded_url(endpoint.base_url) if endpoint.base_url else None,
             "model": endpoint.model,
             **body,
             "params": {k: v for k, v in self.params.items() if v is not None},

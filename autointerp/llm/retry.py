@@ -8,6 +8,7 @@ that calls which failed together do not retry together.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -63,3 +64,21 @@ def backoff(endpoint: Endpoint, attempt: int, rng: random.Random) -> float:
     delay = min(endpoint.backoff_base_s * 2 ** (attempt - 1), endpoint.backoff_cap_s)
     jitter = endpoint.backoff_jitter
     return delay * rng.uniform(1 - jitter, 1 + jitter)
+
+
+def attempt_cost(endpoint: Endpoint, err: Exception, body: str | None) -> float | None:
+    """What a failed attempt cost: the usage its reply reported (a garbled or refused reply may
+    still have been computed and billed), 0 without one, None when unknown (a timeout: the
+    server may have computed the whole reply)."""
+    if isinstance(err, openai.APITimeoutError | TimeoutError):
+        return None
+    if isinstance(err, openai.APIStatusError):
+        body = err.response.text
+    try:
+        usage = json.loads(body or "").get("usage") or {}
+    except (ValueError, AttributeError):
+        return 0.0
+    counts = [usage.get(name) for name in ("prompt_tokens", "completion_tokens")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        return 0.0
+    return endpoint.cost(*counts) or 0.0

@@ -184,17 +184,18 @@ def mine_counterexamples(
     peaks: Mapping[NeuronId, float],
     k: int = DEFAULT_SPEC.mine_k,
     min_miss: float = DEFAULT_SPEC.min_miss,
-) -> tuple[pl.DataFrame, list[CallResult]]:
+) -> tuple[pl.DataFrame, list[CallResult], pl.DataFrame]:
     """The k worst false positives and k worst false negatives per neuron among `candidates`
     (see `mining_candidates`), under the neuron's current explanation (CURRENT_SCHEMA).
 
     `excluded` holds each neuron's scoring excerpts (`held_out_excerpts`): a candidate with one
     of their ids, or the very same tokens, is dropped before anything is simulated. An excerpt
     is a false positive when the prediction overshoots more than it falls short, and by at
-    least `min_miss`; a false negative the other way round. Returns COUNTEREXAMPLES_SCHEMA rows
-    and the simulator's calls."""
+    least `min_miss`; a false negative the other way round. Returns COUNTEREXAMPLES_SCHEMA rows,
+    the simulator's calls, and which neuron each call was made for (`cited`: every candidate
+    simulated, kept or not, so that the audit holds every call)."""
     if k < 1 or current.is_empty():
-        return pl.DataFrame(schema=COUNTEREXAMPLES_SCHEMA), []
+        return pl.DataFrame(schema=COUNTEREXAMPLES_SCHEMA), [], _cited([])
     keys = ["layer", "neuron"]
     allowed = allowed_candidates(current, candidates, excluded)
 
@@ -232,7 +233,44 @@ def mine_counterexamples(
                 (s for s in scored if s[0] == label), key=lambda s: (-s[1], s[2]["excerpt_id"])
             )
             kept += [row | {"expected": label} for _, _, row in worst[:k]]
-    return pl.DataFrame(kept, schema=COUNTEREXAMPLES_SCHEMA), calls
+    check_not_held_out(kept, excluded)
+    return pl.DataFrame(kept, schema=COUNTEREXAMPLES_SCHEMA), calls, _cited(rows)
+
+
+class LeakageError(InputError):
+    """A counterexample came from an excerpt its neuron is scored on."""
+
+
+def check_not_held_out(rows: Sequence[dict], excluded: pl.DataFrame) -> None:
+    """Refuse counterexamples that are one of their neuron's held-out (scored) excerpts, by id
+    or by text: checked on the result, independently of how the candidates were filtered."""
+    held_ids: dict[tuple[int, int], set[int]] = {}
+    held_texts: dict[tuple[int, int], set[tuple[str, ...]]] = {}
+    for layer, neuron, excerpt_id, tokens in excluded.select(
+        "layer", "neuron", "excerpt_id", "tokens"
+    ).iter_rows():
+        held_ids.setdefault((layer, neuron), set()).add(excerpt_id)
+        held_texts.setdefault((layer, neuron), set()).add(tuple(tokens))
+    for row in rows:
+        key = (row["layer"], row["neuron"])
+        if row["excerpt_id"] in held_ids.get(key, ()) or tuple(
+            row["tokens"] or ()
+        ) in held_texts.get(key, ()):
+            raise LeakageError(
+                f"neuron {key[0]}/{key[1]}: counterexample excerpt {row['excerpt_id']} is one of "
+                "the excerpts the neuron is scored on (calibration, valid or test); it must "
+                "never inform a revision"
+            )
+
+
+def _cited(rows: Sequence[dict]) -> pl.DataFrame:
+    """(layer, neuron, explainer, call_ids) of rows: which neuron each call was made for."""
+    return pl.DataFrame(
+        [{key: row[key] for key in ("layer", "neuron", "explainer", "call_ids")} for row in rows],
+        schema={
+            key: COUNTEREXAMPLES_SCHEMA[key] for key in ("layer", "neuron", "explainer", "call_ids")
+        },
+    )
 
 
 def _run_subject(subject: SubjectModel, rows: list[dict], texts_per_pass: int) -> None:
@@ -292,7 +330,7 @@ def find_counterexamples(
     simulator_client: LLMClient | None,
     candidates: pl.DataFrame | None = None,
     spec: RevisionSpec = DEFAULT_SPEC,
-) -> tuple[pl.DataFrame, list[CallResult]]:
+) -> tuple[pl.DataFrame, list[CallResult], pl.DataFrame]:
     """A round's counterexamples for every neuron of `current` (CURRENT_SCHEMA; the neurons'
     explanations as they enter the round), from a neuron_excerpts frame.
 
@@ -300,7 +338,8 @@ def find_counterexamples(
     and simulated; mined ones come from `candidates` (default: the train top records; see
     `mining_candidates`) minus the neuron's scoring excerpts. A neuron whose generation gave
     nothing usable gets one generated row with `error` set. Returns COUNTEREXAMPLES_SCHEMA
-    rows and every LLM call made (generation, then simulation). `spec` gives the number of
+    rows, every LLM call made (generation, then simulation), and which neuron each call was
+    made for (`cited`, mined candidates that were not kept included). `spec` gives the number of
     texts, how many mined excerpts to keep, and the smallest miss that counts."""
     check_current(current, explainer, simulator)
     train = records_by_neuron(excerpts, split="train", kind="top")
@@ -328,7 +367,7 @@ def find_counterexamples(
         ]
     _run_subject(subject, rows, spec.texts_per_pass)
     calls += _with_predictions(rows, current, simulator, simulator_client, peaks)
-    mined, mining_calls = mine_counterexamples(
+    mined, mining_calls, mined_cited = mine_counterexamples(
         round_number,
         current,
         mining_candidates(excerpts) if candidates is None else candidates,
@@ -340,7 +379,8 @@ def find_counterexamples(
         min_miss=spec.min_miss,
     )
     frame = pl.concat([pl.DataFrame(rows, schema=COUNTEREXAMPLES_SCHEMA), mined])
-    return frame.sort("layer", "neuron", maintain_order=True), calls + mining_calls
+    cited = pl.concat([_cited(rows), mined_cited])
+    return frame.sort("layer", "neuron", maintain_order=True), calls + mining_calls, cited
 
 
 def usable_counterexamples(frame: pl.DataFrame) -> dict[NeuronId, list[Counterexample]]:

@@ -32,7 +32,7 @@ from autointerp.explain.prompt_format import (
     ResponseParseError,
     explainer_block,
     few_shot_answer,
-    format_record,
+    format_records,
     normalize_activations,
     parse_explanation,
 )
@@ -49,6 +49,7 @@ from autointerp.revise.counterexamples import (
 )
 from autointerp.revise.generation import ACTIVATING, NON_ACTIVATING
 from autointerp.score.scores import CALIBRATION_SPLIT, score
+from autointerp.score.selection import chosen_samples
 from autointerp.simulate.simulations import simulate
 from autointerp.storage.schemas import CURRENT_SCHEMA, EXPLANATIONS_SCHEMA, REVISIONS_SCHEMA
 
@@ -98,7 +99,7 @@ def revision_request(
     text += "\n\nCounterexamples, with the neuron's true activations on the same scale:"
     for counterexample, shown in zip(counterexamples, values, strict=True):
         text += f"\n\n{_LABELS[counterexample.expected]}:"
-        text += format_record(counterexample.tokens, shown)
+        text += format_records([(counterexample.tokens, shown)])
     text += f"\n\nRevised explanation of neuron 1 behavior: {EXPLANATION_LEAD}"
     return ChatPrompt(
         messages=[
@@ -112,15 +113,15 @@ def revision_request(
 def current_explanations(
     explanations: pl.DataFrame, scores: pl.DataFrame, simulator: SimulatorProfile
 ) -> pl.DataFrame:
-    """Round 0 (CURRENT_SCHEMA): per neuron and explainer, the usable explanation sample with
-    the best calibration score under `simulator` (undefined scores last, then the lowest
-    sample), with its calibration and test scores. Chosen on calibration, never valid/test."""
+    """Round 0 (CURRENT_SCHEMA): per neuron and explainer, the usable explanation sample that
+    counts by the project's one rule (`score.selection`: chosen on valid), scored by
+    `simulator`, with its calibration and test scores. A neuron with no score under `simulator`
+    has nothing a revision could be measured against, and is left out."""
     keys = ["layer", "neuron", "explainer", "explainer_hash", "sample"]
-    top_and_random = scores.filter(
-        (pl.col("simulator") == simulator.name)
-        & (pl.col("simulator_hash") == simulator.hash)
-        & (pl.col("scored_on") == "top_and_random")
+    mine = scores.filter(
+        (pl.col("simulator") == simulator.name) & (pl.col("simulator_hash") == simulator.hash)
     )
+    top_and_random = mine.filter(pl.col("scored_on") == "top_and_random")
 
     def split_score(split: str, name: str) -> pl.DataFrame:
         return top_and_random.filter(pl.col("split") == split).select(
@@ -128,19 +129,17 @@ def current_explanations(
         )
 
     usable = explanations.filter(pl.col("error").is_null() & pl.col("explanation").is_not_null())
+    chosen = chosen_samples(mine, reported=REPORTED_SPLIT).select(keys)
     return (
         usable.select(*keys, "explanation")
+        .join(chosen, on=keys, how="semi")
         .join(split_score(CALIBRATION_SPLIT, "calibration_score"), on=keys, how="left")
         .join(split_score(REPORTED_SPLIT, "reported_score"), on=keys, how="left")
         .with_columns(
             simulator=pl.lit(simulator.name),
             simulator_hash=pl.lit(simulator.hash),
             round=pl.lit(0),
-            rank=pl.col("calibration_score").fill_nan(None),
         )
-        .sort("rank", "sample", descending=[True, False], nulls_last=True)
-        .group_by("layer", "neuron", "explainer", "explainer_hash", maintain_order=True)
-        .first()
         .select(*CURRENT_SCHEMA)
         .cast(CURRENT_SCHEMA)
         .sort("layer", "neuron", "explainer")
@@ -265,7 +264,7 @@ def revise_round(
 
     calls: list[CallResult] = []
     if explainer.kind == "baseline":
-        reference = records_by_neuron(excerpts, split="calibration", kind="random")
+        reference = records_by_neuron(excerpts, split="train", kind="random")
         for neuron in todo:
             rows[neuron]["revised_explanation"] = revise_by_token_statistics(
                 train[neuron], reference.get(neuron, []), usable[neuron], spec

@@ -35,11 +35,13 @@ def fit_linear_calibration(true: Sequences, predicted: Sequences) -> LinearCalib
     """Least squares of true on predicted (true ≈ slope · predicted + intercept), pooled.
 
     Identity when the predictions are constant (or absent): no line can be fitted through a
-    single predicted value, and leaving the scale alone keeps the result honest.
+    single predicted value, and leaving the scale alone keeps the result honest. The slope is
+    clamped at 0: an explanation that predicts the opposite of the neuron is not turned into a
+    good one by a negative scale (it predicts the mean instead).
     """
     r, p = pool(true, predicted)
     if p.size < 2 or np.ptp(p) == 0:
         return IDENTITY_CALIBRATION
     pc = p - p.mean()
-    slope = float(np.dot(pc, r - r.mean()) / np.dot(pc, pc))
+    slope = max(0.0, float(np.dot(pc, r - r.mean()) / np.dot(pc, pc)))
     return LinearCalibration(slope=slope, intercept=float(r.mean() - slope * p.mean()))

@@ -3,7 +3,7 @@
 Bills et al. raise scores with larger explainers; whether a new explainer is better is a paired
 question (the same neurons, the same simulator), so the comparison is of per-neuron differences,
 not of two layer means over different neuron sets. Each neuron counts once per explainer, with
-the sample chosen on the valid split (`selection.best_samples`), and a neuron whose score is
+the sample chosen by the project's one rule (`score.selection`), and a neuron whose score is
 undefined (NaN) for either explainer is left out of that pair only.
 
 The 95% interval of the mean difference is a percentile bootstrap over neurons, seeded, so the

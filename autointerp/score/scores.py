@@ -1,20 +1,24 @@
-"""The score stage: simulations -> the `scores` table, and its per-layer summary.
+"""The score stage: simulations -> the `scores` table.
 
 For each explanation sample, simulator, split (calibration, valid, test) and scored set (top,
 random, top_and_random), the scores of `autointerp.score.metrics` over all tokens of the set's
 excerpts pooled into one vector (REFERENCE.md "Scoring"). Rows of the simulations table with an
-error are left out, and `excerpt_ids` lists exactly the excerpts a score pooled.
+error are left out, and `excerpt_ids` lists exactly the excerpts a score pooled. Positions the
+simulator did not answer (null expected activations) are left out of the pooled vectors;
+`tokens` counts the positions pooled and `missing_tokens` those left out.
 
 NaN marks an undefined score: `ev_correlation` when the true or the expected activations are
 constant over the set (a dead neuron, or an explanation that predicts the same value everywhere),
 `rsquared` and `absolute_dev_explained` when the true activations are all zero.
 
-With `calibrate`, a linear map from the simulator's 0–10 scale to the neuron's scale is fitted on
-the calibration split (top_and_random) and applied to the valid and test splits, whose rows say
-`calibrated`; the calibration split itself is scored uncalibrated (a fit scored on its own data
-would flatter it). Correlation is unchanged up to its sign: a negative slope flips it, as scoring
-the calibrated predictions should. A sample without a usable calibration split (none, or constant
-predictions on it) stays uncalibrated.
+With `calibrate`, a linear map from the simulator's 0–10 scale to the neuron's scale (slope
+clamped at 0) is fitted on the calibration split (top_and_random) and applied to the valid and
+test splits, whose rows say `calibrated`: their rsquared and absolute_dev_explained are on the
+neuron's own scale. The calibration split itself is scored uncalibrated (a fit scored on its own
+data would flatter it). `ev_correlation` is always the correlation of the uncalibrated
+predictions, so calibration never changes it, nor flips its sign. A sample without a usable
+calibration split (none, or constant predictions on it) stays uncalibrated, and its rsquared and
+absolute_dev_explained, on the 0–10 scale, are not to be read as fractions of variance.
 
 The tokens of all rows go into one flat array, sorted so that every set is one slice of it, and
 each slice is scored by `autointerp.score.metrics` itself (one implementation of the formulas).
@@ -30,7 +34,7 @@ import polars as pl
 
 from autointerp.errors import InputError
 from autointerp.score.calibration import IDENTITY_CALIBRATION, fit_linear_calibration
-from autointerp.score.metrics import score_all
+from autointerp.score.metrics import absolute_dev_explained, ev_correlation, rsquared
 from autointerp.storage.schemas import SCORE_KEYS, SCORES_SCHEMA
 
 SCORED_ON = ("top", "random", "top_and_random")
@@ -70,7 +74,14 @@ def score(simulations: pl.DataFrame, *, calibrate: bool) -> pl.DataFrame:
     # Sorted rows are contiguous per set, so a set is one slice of the flat token arrays.
     offsets = np.concatenate([[0], np.cumsum(lengths.to_numpy().astype(np.int64))])
     true, expected = _flat(ok["true_activations"]), _flat(ok["expected_activations"])
+    answered = ~np.isnan(expected)  # unanswered positions are null, read here as NaN
     sets = _sets(ok.select(*SCORE_KEYS, "split", "kind", "excerpt_id").with_row_index("row"))
+
+    def pooled(first: int, last: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(true, expected) over the set's answered positions, and how many were not."""
+        span = slice(offsets[first], offsets[last + 1])
+        keep = answered[span]
+        return true[span][keep], expected[span][keep], int((~keep).sum())
 
     calibrations = {}
     if calibrate:
@@ -78,35 +89,33 @@ def score(simulations: pl.DataFrame, *, calibrate: bool) -> pl.DataFrame:
             (pl.col("split") == CALIBRATION_SPLIT) & (pl.col("scored_on") == "top_and_random")
         )
         for *key, first, last in fitted.select(*SCORE_KEYS, "first", "last").iter_rows():
-            start, end = offsets[first], offsets[last + 1]
-            calibrations[tuple(key)] = fit_linear_calibration(
-                [true[start:end]], [expected[start:end]]
-            )
+            r, p, _ = pooled(first, last)
+            calibrations[tuple(key)] = fit_linear_calibration([r], [p])
 
     columns: dict[str, list] = {
         "ev_correlation": [],
         "rsquared": [],
         "absolute_dev_explained": [],
+        "tokens": [],
+        "missing_tokens": [],
         "calibrated": [],
         "undefined_reason": [],
     }
     for *key, split, first, last in sets.select(*SCORE_KEYS, "split", "first", "last").iter_rows():
-        start, end = offsets[first], offsets[last + 1]
-        predicted = [expected[start:end]]
+        r, p, missing = pooled(first, last)
         calibration = None if split == CALIBRATION_SPLIT else calibrations.get(tuple(key))
         if calibration is IDENTITY_CALIBRATION:  # constant predictions: nothing was fitted
             calibration = None
-        if calibration is not None:
-            predicted = calibration.apply(predicted)
-        scores = score_all([true[start:end]], predicted)
-        columns["ev_correlation"].append(scores.ev_correlation)
-        columns["rsquared"].append(scores.rsquared)
-        columns["absolute_dev_explained"].append(scores.absolute_dev_explained)
+        scaled = p if calibration is None else np.asarray(calibration.apply([p])[0])
+        correlation = ev_correlation(r, p)  # the uncalibrated predictions', whatever the scale
+        columns["ev_correlation"].append(correlation)
+        columns["rsquared"].append(rsquared(r, scaled))
+        columns["absolute_dev_explained"].append(absolute_dev_explained(r, scaled))
+        columns["tokens"].append(len(r))
+        columns["missing_tokens"].append(missing)
         columns["calibrated"].append(calibration is not None)
         columns["undefined_reason"].append(
-            undefined_reason(true[start:end], predicted[0])
-            if np.isnan(scores.ev_correlation)
-            else None
+            undefined_reason(r, p) if np.isnan(correlation) else None
         )
     return (
         sets.with_columns(**{name: pl.Series(values) for name, values in columns.items()})

@@ -1,4 +1,12 @@
-"""Which of a neuron's explanation samples counts: one rule for every summary and comparison."""
+"""Which of a neuron's explanation samples counts: one rule for every summary, comparison and
+revision round.
+
+An explainer writes n samples per neuron; the one that counts is the sample with the highest
+ev_correlation (top_and_random) on the valid split, undefined scores last and ties to the lowest
+sample. A report on the valid split itself chooses on the calibration split instead, so that no
+split both picks a sample and reports it: the best of n noisy draws on the split reported would
+overstate an explanation's quality.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +14,40 @@ import polars as pl
 
 PROFILE = ("explainer", "explainer_hash", "simulator", "simulator_hash")
 NEURON_KEY = ("layer", "neuron", *PROFILE)
+SELECTED_ON = "top_and_random"
+
+
+def selection_split(reported: str) -> str:
+    """The split that picks the sample when `reported` is the split a score is reported on."""
+    return "calibration" if reported == "valid" else "valid"
+
+
+def chosen_samples(scores: pl.DataFrame, *, reported: str = "test") -> pl.DataFrame:
+    """Per neuron and profile pair (NEURON_KEY), the sample that counts for a report on
+    `reported`, with its `selection_score` (NaN as null) on the split that chose it."""
+    chooser = selection_split(reported)
+    rows = scores.filter((pl.col("split") == chooser) & (pl.col("scored_on") == SELECTED_ON))
+    return (
+        rows.select(
+            *NEURON_KEY, "sample", pl.col("ev_correlation").fill_nan(None).alias("selection_score")
+        )
+        .sort("selection_score", "sample", descending=[True, False], nulls_last=True)
+        .group_by(NEURON_KEY, maintain_order=True)
+        .first()
+    )
 
 
 def best_samples(
     scores: pl.DataFrame, *, split: str = "test", scored_on: str = "top_and_random"
 ) -> pl.DataFrame:
-    """One row per neuron and profile pair (NEURON_KEY): the sample that scored best on the valid
-    split (top_and_random), with its ev_correlation on `split` and `scored_on` as `score` and on
-    the valid split as `valid` (NaN as null in both).
-
-    Choosing on valid, not on the split reported, keeps the report honest: the best of n noisy
-    draws on test would overstate an explanation's quality. A neuron without a row of `split`
-    and `scored_on` is left out; ties and undefined valid scores go to the lowest sample.
-    """
+    """One row per neuron and profile pair (NEURON_KEY): the chosen sample (`chosen_samples`)
+    with its ev_correlation on `split` and `scored_on` as `score` (NaN as null). A neuron whose
+    chosen sample has no row of `split` and `scored_on` is left out."""
     reported = scores.filter((pl.col("split") == split) & (pl.col("scored_on") == scored_on))
-    valid = scores.filter((pl.col("split") == "valid") & (pl.col("scored_on") == "top_and_random"))
-    return (
+    return chosen_samples(scores, reported=split).join(
         reported.select(
             *NEURON_KEY, "sample", pl.col("ev_correlation").fill_nan(None).alias("score")
-        )
-        .join(
-            valid.select(
-                *NEURON_KEY, "sample", pl.col("ev_correlation").fill_nan(None).alias("valid")
-            ),
-            on=[*NEURON_KEY, "sample"],
-            how="left",
-        )
-        .sort("valid", "sample", descending=[True, False], nulls_last=True)
-        .group_by(NEURON_KEY, maintain_order=True)
-        .first()
+        ),
+        on=[*NEURON_KEY, "sample"],
+        how="inner",
     )

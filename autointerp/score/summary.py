@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import polars as pl
 
-from autointerp.score.selection import PROFILE, best_samples
+from autointerp.score.floor import floor_summary
+from autointerp.score.selection import NEURON_KEY, PROFILE, chosen_samples
 
 GOOD_SCORE = 0.8  # the publication's bar: "more than 1,000 explanations scored at least 0.8"
+REPORTED_SPLIT = "test"
 
 
-def score_summary(scores: pl.DataFrame) -> pl.DataFrame:
-    """Per layer, explainer and simulator: how many neurons were scored, and the mean, median
-    and 90th percentile of their ev_correlation on top_and_random of the test split, with the
-    count at or above 0.8.
+def score_summary(scores: pl.DataFrame, shuffled: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per layer, explainer and simulator, on top_and_random of the test split: how many neurons
+    were scored, the mean, median and 90th percentile of their ev_correlation and the count at
+    or above 0.8; beside them the chance floor (`shuffled_mean`, from the `shuffled` floor score
+    rows, `score.floor`), the share of excerpt tokens the simulator left unanswered
+    (`missing_share`), and the mean rsquared and absolute_dev_explained over the neurons whose
+    predictions were calibrated to the activation scale (null where none were: on the 0–10 scale
+    those numbers mean nothing).
 
-    With several samples per neuron, each neuron counts once, with the sample that scored best
-    on the valid split (`best_samples`). `neurons` counts every neuron; `scored` those whose
-    score is defined (not NaN), over which the statistics are taken.
+    Each neuron counts once, with the sample chosen by the project's one rule (`score.selection`).
+    `neurons` counts every neuron; `scored` those whose score is defined (not NaN), over which
+    the statistics are taken.
     """
-    return (
-        best_samples(scores)
-        .group_by("layer", *PROFILE)
+    reported = scores.filter(
+        (pl.col("split") == REPORTED_SPLIT) & (pl.col("scored_on") == "top_and_random")
+    )
+    chosen = chosen_samples(scores, reported=REPORTED_SPLIT).join(
+        reported.with_columns(score=pl.col("ev_correlation").fill_nan(None)),
+        on=[*NEURON_KEY, "sample"],
+        how="inner",
+    )
+    calibrated = pl.col("calibrated")
+    summary = (
+        chosen.group_by("layer", *PROFILE)
         .agg(
             neurons=pl.len(),
             scored=pl.col("score").count(),
@@ -28,6 +42,25 @@ def score_summary(scores: pl.DataFrame) -> pl.DataFrame:
             median=pl.col("score").median(),
             p90=pl.col("score").quantile(0.9),
             count_ge_0_8=(pl.col("score") >= GOOD_SCORE).sum(),
+            missing_share=pl.col("missing_tokens").sum()
+            / (pl.col("tokens") + pl.col("missing_tokens")).sum(),
+            mean_rsquared=pl.col("rsquared").filter(calibrated).fill_nan(None).mean(),
+            mean_abs_dev_explained=pl.col("absolute_dev_explained")
+            .filter(calibrated)
+            .fill_nan(None)
+            .mean(),
         )
         .sort("layer", *PROFILE)
     )
+    floor = (
+        floor_summary(shuffled)
+        if shuffled is not None
+        else pl.DataFrame(
+            schema={
+                **{key: summary.schema[key] for key in ("layer", *PROFILE)},
+                "shuffled_mean": pl.Float64,
+                "shuffled_neurons": pl.UInt32,
+            }
+        )
+    )
+    return summary.join(floor, on=["layer", *PROFILE], how="left")

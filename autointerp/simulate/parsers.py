@@ -33,14 +33,16 @@ _NUMERIC = {str(v): v for v in range(11)}
 class SimulationResult:
     """Expected activations (0–10) for every target token, and where they are not expectations.
 
-    `missing`: positions the response gave no usable value for; their activation is 0 (so a
-    sequence still scores). `sampled`: positions whose value is the number the model wrote, not
-    an expectation over its logprobs.
+    `missing`: positions the response gave no usable value for; their activation is None, and
+    scoring leaves them out. `sampled`: positions whose value is the number the model wrote, not
+    an expectation over its logprobs. `folded`: all-at-once positions whose token the echo
+    folded together with the newline before it; the reference sets their value to 0.
     """
 
-    expected_activations: list[float]
+    expected_activations: list[float | None]
     missing: list[int] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)
 
 
 Alternatives = Sequence[tuple[str, float | None]]
@@ -127,10 +129,12 @@ def parse_all_at_once(
 ) -> SimulationResult:
     """Expected values at each target token's `unknown` from an echoed prompt's logprobs.
 
-    `logprobs` is a completions `logprobs` object (parsed or raw) or a list of positions. A
-    position only predicts the token after the tab when it starts exactly at `unknown`; where
-    the tokenizer folded the tab or a newline into that token, the expected value is 0 (as in
-    the reference), as it is where no alternative is a number. Both are reported as missing.
+    `logprobs` is a completions `logprobs` object (parsed or raw) or a list of positions. The
+    position that starts exactly at `unknown` predicts the value after the tab. As in the
+    reference, where the echo folded the newline before a target token into that token, the
+    model never saw the token on its own and its value is 0 (reported as folded). A position
+    that does not start at `unknown` (the tab folded into it), or whose alternatives hold no
+    number, gives no value (reported as missing).
     """
     if request.method != ALL_AT_ONCE or request.prompt is None:
         raise InputError("parse_all_at_once reads responses to build_all_at_once_request")
@@ -143,25 +147,30 @@ def parse_all_at_once(
     if not positions:
         raise ResponseParseError("the completion echoed no prompt tokens")
     starts = _token_starts(positions, request.prompt, text_offsets)
-    expected: list[float] = []
+    expected: list[float | None] = []
     missing: list[int] = []
-    for j, offset in enumerate(request.answer_offsets):
+    folded: list[int] = []
+    for j, (offset, token_start) in enumerate(
+        zip(request.answer_offsets, request.token_offsets, strict=True)
+    ):
         i = bisect.bisect_right(starts, offset) - 1
         token = positions[i].token if i >= 0 else ""
         if i < 0 or starts[i] + len(token) <= offset:
             raise ResponseParseError(f"no echoed token covers target token {j}'s activation")
-        if starts[i] != offset:
-            value = None  # folded into a token that began before the tab's end
-        else:
-            if request.prompt[offset : offset + len(token)] != token:
-                raise ResponseParseError(
-                    f"echoed token {token!r} does not match the prompt at target token {j}"
-                )
-            value = expected_value(positions[i].top_logprobs)
+        if request.prompt[starts[i] : starts[i] + len(token)] != token:
+            raise ResponseParseError(
+                f"echoed token {token!r} does not match the prompt at target token {j}"
+            )
+        first = bisect.bisect_right(starts, token_start) - 1  # the echo of the target token
+        if token_start < offset - 1 and first >= 0 and starts[first] < token_start:
+            folded.append(j)
+            expected.append(0.0)
+            continue
+        value = expected_value(positions[i].top_logprobs) if starts[i] == offset else None
         if value is None:
             missing.append(j)
-        expected.append(0.0 if value is None else value)
-    return SimulationResult(expected_activations=expected, missing=missing)
+        expected.append(value)
+    return SimulationResult(expected_activations=expected, missing=missing, folded=folded)
 
 
 @dataclass(frozen=True)
@@ -247,7 +256,7 @@ def parse_chat_logprobs(
 def _result(
     tokens: Sequence[str], lines: Sequence[_Line], line_values: Sequence[tuple[float | None, bool]]
 ) -> SimulationResult:
-    expected: list[float] = []
+    expected: list[float | None] = []
     missing: list[int] = []
     sampled: list[int] = []
     for j, line_index in enumerate(_align(tokens, lines)):
@@ -256,7 +265,7 @@ def _result(
             missing.append(j)
         elif was_sampled:
             sampled.append(j)
-        expected.append(0.0 if value is None else value)
+        expected.append(value)
     return SimulationResult(expected_activations=expected, missing=missing, sampled=sampled)
 
 

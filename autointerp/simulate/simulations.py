@@ -6,17 +6,23 @@ excerpt) with the true activations and the simulator's expected activations on t
 
 - lexical baseline: offline, computed here;
 - chat-logprobs: one chat call per excerpt, expected values from the number tokens' top logprobs;
-  a reply that carries no logprobs at all is read as plain text (its numbers as written);
+  a reply that carries no logprobs at all is read as plain text, and its row's `method` says so;
 - all-at-once: one completion call per excerpt with `echo=True`, read from the prompt logprobs;
 - plain-text: one chat call per excerpt, the numbers as written.
 
-A failed call, an unreadable reply, or a reply that answers none of the excerpt's tokens becomes a
-row with `error` set and no expected activations; the rest completes.
+Each row records the method that read it, the positions the simulator did not answer
+(`missing_positions`, null in `expected_activations` and left out of scoring), the positions read
+from the written number rather than logprobs (`sampled_positions`), the all-at-once positions set
+to 0 by the reference's fold rule (`folded_positions`), and whether the reply was cut off by
+max_tokens (`truncated`). A failed call, an unreadable reply, or one that leaves more than the
+profile's `max_missing_share` of the tokens unanswered becomes a row with `error` set and no
+expected activations; the rest completes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -38,6 +44,7 @@ from autointerp.simulate.parsers import (
 from autointerp.simulate.simulator_prompt import (
     ALL_AT_ONCE,
     CHAT_LOGPROBS,
+    PLAIN_TEXT,
     SimulationRequest,
     build_all_at_once_request,
     build_chat_request,
@@ -60,13 +67,28 @@ def scoring_pairs(explanations: pl.DataFrame, excerpts: pl.DataFrame) -> pl.Data
     )
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one simulation of one excerpt gave: the expected activations (None at positions not
+    answered, all None for an error row), the method that produced them, and where they are not
+    what the method promises."""
+
+    expected: list[float | None] | None
+    method: str
+    missing: list[int] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)
+    truncated: bool = False  # the reply was cut off by max_tokens
+    error: str | None = None
+
+
 def _frame(
     pairs: pl.DataFrame,
     profile: SimulatorProfile,
-    expected: Sequence[Sequence[float] | None],
+    outcomes: Sequence[Outcome],
     call_ids: Sequence[Sequence[str]],
-    errors: Sequence[str | None],
 ) -> pl.DataFrame:
+    positions = pl.List(pl.Int32)
     return pl.DataFrame(
         {
             **{key: pairs[key] for key in _EXPLANATION_KEYS},
@@ -76,9 +98,16 @@ def _frame(
             "split": pairs["split"],
             "kind": pairs["kind"],
             "true_activations": pairs["activations"],
-            "expected_activations": pl.Series(expected, dtype=pl.List(pl.Float32)),
+            "expected_activations": pl.Series(
+                [o.expected for o in outcomes], dtype=pl.List(pl.Float32)
+            ),
+            "method": pl.Series([o.method for o in outcomes], dtype=pl.Utf8),
+            "missing_positions": pl.Series([o.missing for o in outcomes], dtype=positions),
+            "sampled_positions": pl.Series([o.sampled for o in outcomes], dtype=positions),
+            "folded_positions": pl.Series([o.folded for o in outcomes], dtype=positions),
+            "truncated": pl.Series([o.truncated for o in outcomes], dtype=pl.Boolean),
             "call_ids": pl.Series(call_ids, dtype=pl.List(pl.Utf8)),
-            "error": pl.Series(errors, dtype=pl.Utf8),
+            "error": pl.Series([o.error for o in outcomes], dtype=pl.Utf8),
         },
         schema=SIMULATIONS_SCHEMA,
     )
@@ -102,14 +131,15 @@ def simulate(
 
     if profile.kind == "baseline":
         weights = profile.lexical_weights()
-        expected = []
+        outcomes = []
         for i, (explanation, excerpt) in enumerate(zip(explanation_texts, tokens, strict=True)):
-            expected.append(simulate_lexical(explanation, excerpt, weights))
+            predicted = simulate_lexical(explanation, excerpt, weights)
+            outcomes.append(Outcome(expected=list(predicted), method=profile.method))
             if progress is not None and (i + 1) % 1000 == 0:
                 progress(i + 1, total)
         if progress is not None:
             progress(total, total)
-        return _frame(pairs, profile, expected, [[]] * total, [None] * total), []
+        return _frame(pairs, profile, outcomes, [[]] * total), []
 
     if client is None:
         raise InputError(f"simulator {profile.name!r} calls an LLM: it needs a client")
@@ -127,23 +157,45 @@ def simulate(
             progress(done, total)
 
     results = client.run_all([_llm_request(r) for r in requests], on_result=tick)
-    expected_or_none: list[list[float] | None] = []
-    errors: list[str | None] = []
-    for request, result in zip(requests, results, strict=True):
-        if not result.ok:
-            expected_or_none.append(None)
-            errors.append(result.error)
-            continue
-        try:
-            simulation = _parse(request, result)
-        except AutointerpError as err:
-            expected_or_none.append(None)
-            errors.append(str(err))
-        else:
-            expected_or_none.append(simulation.expected_activations)
-            errors.append(None)
-    call_ids = [[r.call_id] for r in results]
-    return _frame(pairs, profile, expected_or_none, call_ids, errors), results
+    outcomes = [
+        _outcome(request, result, profile.max_missing_share)
+        for request, result in zip(requests, results, strict=True)
+    ]
+    return _frame(pairs, profile, outcomes, [[r.call_id] for r in results]), results
+
+
+def _outcome(request: SimulationRequest, result: CallResult, max_missing: float) -> Outcome:
+    """A call's result read as an Outcome: an error row when the call failed, the reply cannot
+    be read, or more than `max_missing` of the tokens went unanswered."""
+    if not result.ok:
+        return Outcome(expected=None, method=request.method, error=result.error)
+    truncated = "length" in result.finish_reasons
+    try:
+        method, simulation = _parse(request, result)
+    except AutointerpError as err:
+        suffix = " (the reply was cut off by max_tokens)" if truncated else ""
+        return Outcome(
+            expected=None, method=request.method, truncated=truncated, error=f"{err}{suffix}"
+        )
+    n = len(request.tokens)
+    answered = n - len(simulation.missing)
+    outcome = Outcome(
+        expected=simulation.expected_activations,
+        method=method,
+        missing=simulation.missing,
+        sampled=simulation.sampled,
+        folded=simulation.folded,
+        truncated=truncated,
+    )
+    if len(simulation.missing) > max_missing * n:
+        cut = ", cut off by max_tokens" if truncated else ""
+        return replace(
+            outcome,
+            expected=None,
+            error=f"the simulator answered {answered} of {n} tokens{cut} "
+            f"(more than max_missing_share = {max_missing:.0%} unanswered)",
+        )
+    return outcome
 
 
 def _request(
@@ -162,8 +214,10 @@ def _llm_request(request: SimulationRequest) -> LLMRequest:
     return LLMRequest.chat(request.messages, **request.params)
 
 
-def _parse(request: SimulationRequest, result: CallResult) -> SimulationResult:
-    """Expected activations from a successful call; ResponseParseError when unusable."""
+def _parse(request: SimulationRequest, result: CallResult) -> tuple[str, SimulationResult]:
+    """(the method that read the reply, its expected activations) from a successful call;
+    ResponseParseError when unusable. A chat reply that carries no logprobs is read as plain
+    text, and says so: its values are the numbers as written, not expectations."""
     logprobs = result.logprobs[0] if result.logprobs else None
     text = result.text or ""
     if request.method == ALL_AT_ONCE:
@@ -172,14 +226,14 @@ def _parse(request: SimulationRequest, result: CallResult) -> SimulationResult:
                 "the completion carried no prompt logprobs: the endpoint does not support "
                 "echo=True with logprobs (use a chat-logprobs or plain-text simulator)"
             )
-        simulation = parse_all_at_once(request, logprobs)
+        method, simulation = ALL_AT_ONCE, parse_all_at_once(request, logprobs)
     elif request.method == CHAT_LOGPROBS and isinstance(logprobs, list):
-        simulation = parse_chat_logprobs(request, logprobs)
+        method, simulation = CHAT_LOGPROBS, parse_chat_logprobs(request, logprobs)
     else:
-        simulation = parse_plain_text(request.tokens, text)
+        method, simulation = PLAIN_TEXT, parse_plain_text(request.tokens, text)
     if len(simulation.missing) == len(request.tokens):
         raise ResponseParseError(
             f"the simulator's reply answered none of the {len(request.tokens)} tokens: "
             f"{text[:200]!r}"
         )
-    return simulation
+    return method, simulation

@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from autointerp.explain.few_shot import FewShot, FewShotNeuron, few_shot_hash, resolve_few_shot
 from autointerp.explain.prompt_format import (
     ACTIVATION_FORMAT,
-    EXPLANATION_LEAD,
     STUDY_INTRO,
     display_token,
-    format_record,
+    explanation_line,
+    format_records,
     normalize_activations,
+    record_lines,
 )
 
-SIMULATOR_PROMPT_VERSION = "simulator-v1"
+SIMULATOR_PROMPT_VERSION = "simulator-v2"
 CHAT_LOGPROBS = "chat-logprobs"
 ALL_AT_ONCE = "all-at-once"
 PLAIN_TEXT = "plain-text"
@@ -57,8 +58,8 @@ class SimulationRequest:
     """One simulator call as plain data.
 
     `messages` (chat) or `prompt` (completion) is what to send, with `params` as the request's
-    sampling options. `answer_offsets` (all-at-once only) are the character offsets in the
-    prompt of each target token's `unknown`.
+    sampling options. All-at-once only: `answer_offsets` are the character offsets in the
+    prompt of each target token's `unknown`, `token_offsets` those of the token itself.
     """
 
     method: str
@@ -69,41 +70,41 @@ class SimulationRequest:
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     answer_offsets: tuple[int, ...] = ()
-
-
-def _explanation_line(index: int, explanation: str) -> str:
-    sentence = explanation.strip().removesuffix(".")
-    return f"\nExplanation of neuron {index} behavior: {EXPLANATION_LEAD} {sentence}."
+    token_offsets: tuple[int, ...] = ()
 
 
 def _few_shot_blocks(examples: Sequence[FewShotNeuron]) -> str:
-    """Few-shot neurons with their explanations and revealed activations."""
+    """Few-shot neurons as the reference writes them: the explanation, then the records with
+    each one's first tokens hidden as `unknown` before its values are revealed."""
     text = ""
     for i, neuron in enumerate(examples, start=1):
         values = normalize_activations(neuron.records)
-        text += f"\n\nNeuron {i}" + _explanation_line(i, neuron.explanation) + "\nActivations:"
-        text += "".join(
-            format_record(r.tokens, v) for r, v in zip(neuron.records, values, strict=True)
-        )
+        starts = neuron.first_revealed or (0,) * len(neuron.records)
+        shown = [
+            (record.tokens, [UNKNOWN] * start + vs[start:])
+            for record, vs, start in zip(neuron.records, values, starts, strict=True)
+        ]
+        text += f"\n\nNeuron {i}{explanation_line(i, neuron.explanation)}"
+        text += f"\nActivations: {format_records(shown)}\n"
     return text
 
 
 def build_all_at_once_request(
     explanation: str, tokens: Sequence[str], *, few_shot: FewShot = "default"
 ) -> SimulationRequest:
-    """The reference's simulation: one completion call with `max_tokens=0, echo=True,
-    logprobs=15`, read entirely from the echoed prompt's logprobs."""
+    """The reference's simulation: one completion call whose prompt ends with the target's tokens
+    as `token<tab>unknown` lines, read entirely from the echoed prompt's logprobs."""
     examples = resolve_few_shot(few_shot)
     index = len(examples) + 1
     prompt = COMPLETION_SYSTEM_MESSAGE + _few_shot_blocks(examples)
-    prompt += f"\n\nNeuron {index}" + _explanation_line(index, explanation) + "\nActivations:"
-    prompt += "\n<start>\n"
-    offsets = []
+    prompt += f"\n\nNeuron {index}{explanation_line(index, explanation)}\nActivations: \n<start>\n"
+    answers, starts = [], []
     for j, token in enumerate(tokens):
         if j:
             prompt += "\n"
+        starts.append(len(prompt))
         prompt += f"{display_token(token)}\t"
-        offsets.append(len(prompt))
+        answers.append(len(prompt))
         prompt += UNKNOWN
     prompt += "\n<end>\n"
     return SimulationRequest(
@@ -113,7 +114,8 @@ def build_all_at_once_request(
         prompt_version=SIMULATOR_PROMPT_VERSION,
         few_shot_hash=few_shot_hash(examples),
         prompt=prompt,
-        answer_offsets=tuple(offsets),
+        answer_offsets=tuple(answers),
+        token_offsets=tuple(starts),
     )
 
 
@@ -137,7 +139,7 @@ def build_chat_request(
         for record, vs in zip(neuron.records, values, strict=True):
             messages += [
                 {"role": "user", "content": _chat_question(i, neuron.explanation, record.tokens)},
-                {"role": "assistant", "content": _lines(record.tokens, vs)},
+                {"role": "assistant", "content": record_lines(record.tokens, vs)},
             ]
     index = len(examples) + 1
     messages.append({"role": "user", "content": _chat_question(index, explanation, tokens)})
@@ -157,8 +159,4 @@ def build_chat_request(
 
 def _chat_question(index: int, explanation: str, tokens: Sequence[str]) -> str:
     listed = "\n".join(display_token(t) for t in tokens)
-    return f"Neuron {index}" + _explanation_line(index, explanation) + f"\nTokens:\n{listed}"
-
-
-def _lines(tokens: Sequence[str], values: Sequence[object]) -> str:
-    return "\n".join(f"{display_token(t)}\t{v}" for t, v in zip(tokens, values, strict=True))
+    return f"Neuron {index}{explanation_line(index, explanation)}\nTokens:\n{listed}"

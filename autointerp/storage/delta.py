@@ -12,6 +12,7 @@ they are compared as the partition column's type, so integer partition columns w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ PartitionValue = int | str
 # data file that is not parquet (polars' reader panics or reports a compute error).
 _UNREADABLE = (DeltaError, OSError, pl.exceptions.ComputeError, pl.exceptions.PanicException)
 
+
+# Commit metadata: the {column: values} a write replaced (every row when empty).
+REPLACED_KEY = "autointerp_replaced"
 
 # Row groups small enough that a read of one neuron (rows are written sorted by neuron) skips
 # most of a layer by the groups' statistics: lineage reads one neuron out of 1,536.
@@ -58,6 +62,7 @@ def write_partitions(
     """
     options = dict(storage_options) if storage_options else None
     existing = _open_for_write(uri, options)
+    replaced: dict[str, list[Any]] = {}  # what this commit replaced, for readers of the history
     if partition_column is None:
         if partitions is not None:
             raise InputError(f"{uri}: partitions {list(partitions)} given without a column")
@@ -66,11 +71,13 @@ def write_partitions(
     else:
         values = _checked_partitions(uri, frame, partition_column, partitions)
         predicate = [_in_predicate(partition_column, values)]
+        replaced[partition_column] = values
         known = existing.schema().to_arrow().names if existing is not None else []
         for column, allowed in (replace_within or {}).items():
             _checked_partitions(uri, frame, column, list(allowed))
             if column in known:
                 predicate.append(_in_predicate(column, list(allowed)))
+                replaced[column] = list(allowed)
         layout = {
             "predicate": " AND ".join(predicate),
             "partition_by": [partition_column],
@@ -81,7 +88,9 @@ def write_partitions(
         frame.to_arrow(),
         mode="overwrite",
         storage_options=options,
-        commit_properties=CommitProperties(custom_metadata=dict(commit_metadata)),
+        commit_properties=CommitProperties(
+            custom_metadata={**commit_metadata, REPLACED_KEY: json.dumps(replaced)}
+        ),
         writer_properties=WRITER,
         **layout,
     )
@@ -141,6 +150,15 @@ def commit_history(
 ) -> list[dict[str, Any]]:
     """The table's commits, newest first, each with its custom metadata as top-level keys."""
     return _open(uri, storage_options).history(limit)
+
+
+def replaced_rows(commit: Mapping[str, Any]) -> dict[str, list[str]] | None:
+    """What a commit of `write_partitions` replaced, {column: values as text} (an empty dict:
+    the whole table); None for a commit that did not record it."""
+    recorded = commit.get(REPLACED_KEY)
+    if recorded is None:
+        return None
+    return {column: [str(v) for v in values] for column, values in json.loads(recorded).items()}
 
 
 def _open(

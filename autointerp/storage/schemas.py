@@ -46,7 +46,13 @@ SIMULATIONS_SCHEMA = {
     "split": pl.Utf8,  # calibration | valid | test
     "kind": pl.Utf8,  # top | random
     "true_activations": pl.List(pl.Float32),
-    "expected_activations": pl.List(pl.Float32),  # 0–10 scale; null when the row is an error
+    # 0–10 scale; null when the row is an error, null at a position the simulator did not answer
+    "expected_activations": pl.List(pl.Float32),
+    "method": pl.Utf8,  # the simulator method that read the reply (a fallback says so)
+    "missing_positions": pl.List(pl.Int32),  # target tokens the reply did not answer
+    "sampled_positions": pl.List(pl.Int32),  # values as written, not expectations
+    "folded_positions": pl.List(pl.Int32),  # 0 by the reference's fold rule (all-at-once)
+    "truncated": pl.Boolean,  # the reply was cut off by max_tokens
     "call_ids": pl.List(pl.Utf8),
     "error": pl.Utf8,
 }
@@ -70,6 +76,10 @@ SCORES_SCHEMA = {
     "rsquared": pl.Float64,
     "absolute_dev_explained": pl.Float64,
     "excerpt_ids": pl.List(pl.Int64),
+    "tokens": pl.Int64,  # tokens pooled: the answered positions of the excerpts
+    "missing_tokens": pl.Int64,  # positions of the excerpts the simulator did not answer
+    # rsquared and absolute_dev_explained are on the neuron's own scale only when the predictions
+    # were calibrated to it; on the simulator's 0–10 scale they mean nothing.
     "calibrated": pl.Boolean,
     "undefined_reason": pl.Utf8,  # why ev_correlation is NaN; null when it is defined
 }

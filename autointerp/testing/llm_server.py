@@ -63,6 +63,7 @@ class Answer:
     echo_tokens: list[Tok] | None = None  # completions, echo=True: the prompt's tokens
     finish_reason: str = "stop"
     usage: dict[str, int] | None = None  # default: tokens counted with `tokenize`
+    logprobs: bool = True  # False: a server that ignores a request for logprobs
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _toks(choice: str | list[Tok]) -> list[Tok]:
 
 
 def _chat_body(request: dict, answer: Answer) -> dict:
-    want = bool(request.get("logprobs"))
+    want = bool(request.get("logprobs")) and answer.logprobs
     k = request.get("top_logprobs") or 0
     choices, generated = [], 0
     for index, choice in enumerate(answer.choices):

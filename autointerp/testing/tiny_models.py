@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from autointerp.config.settings import ModelSpec
 
@@ -58,21 +58,44 @@ _ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 ARCHITECTURES = tuple(_ARCHITECTURES)
 
+# The special tokens each family's real tokenizer puts around a text: Llama, Mistral and Gemma a
+# beginning-of-sequence token, BERT [CLS] and [SEP]; GPT-2, GPT-NeoX and Qwen none.
+SPECIAL_TOKENS: dict[str, tuple[str | None, str | None]] = {
+    "llama": ("<s>", None),
+    "mistral": ("<s>", None),
+    "gemma": ("<bos>", None),
+    "gemma2": ("<bos>", None),
+    "gemma3_text": ("<bos>", None),
+    "bert": ("[CLS]", "[SEP]"),
+}
 
-def make_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (about 300 tokens) trained on a fixed text: deterministic."""
+
+def make_tokenizer(architecture: str = "gpt2") -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (about 300 tokens) trained on a fixed text: deterministic. It
+    adds the special tokens the architecture's real tokenizers add (SPECIAL_TOKENS)."""
+    before, after = SPECIAL_TOKENS.get(architecture, (None, None))
+    specials = [t for t in (before, after) if t]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
-        special_tokens=[EOS],
+        special_tokens=[EOS, *specials],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator([_TRAINING_TEXT], trainer=trainer)
+    if specials:
+        single = " ".join([*([before] if before else []), "$A", *([after] if after else [])])
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=single, special_tokens=[(t, tokenizer.token_to_id(t)) for t in specials]
+        )
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+        tokenizer_object=tokenizer,
+        bos_token=before or EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=EOS,
     )
 
 
@@ -81,7 +104,7 @@ def make_tiny_model(
 ) -> Path:
     """Write a tiny random `architecture` model and its tokenizer to `tmp_path/<architecture>`."""
     config_class, model_class, extra = _ARCHITECTURES[architecture]
-    tokenizer = make_tokenizer()
+    tokenizer = make_tokenizer(architecture)
     eos = tokenizer.convert_tokens_to_ids(EOS)
     arguments: dict[str, Any] = {
         "vocab_size": len(tokenizer),

@@ -11,7 +11,12 @@ from autointerp.activations.capture import capture_records
 from autointerp.activations.subject_model import load_subject_model
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
-from autointerp.testing.tiny_models import ARCHITECTURES, make_tiny_model, tiny_spec
+from autointerp.testing.tiny_models import (
+    ARCHITECTURES,
+    SPECIAL_TOKENS,
+    make_tiny_model,
+    tiny_spec,
+)
 
 SPEC = RecordsSpec(top_k=5, random_k=3, quantile_k=2, boundary_pool=8)
 
@@ -28,15 +33,18 @@ def corpus_frame(n: int, length: int, vocab: int, seed: int = 0) -> pl.DataFrame
 
 
 def all_activations(subject, tokens: np.ndarray, layer: int) -> np.ndarray:
-    """Every excerpt's activations at `layer`, by a plain full forward pass."""
+    """Every excerpt's activations at `layer`, by a plain full forward pass over the excerpts
+    wrapped in the tokenizer's own special tokens, read back at the excerpts' positions."""
+    prefix, suffix = subject.special_prefix, subject.special_suffix
+    wrapped = np.array([[*prefix, *row, *suffix] for row in tokens.tolist()])
     seen = []
     handle = subject.neuron_module(layer).register_forward_pre_hook(
         lambda _m, inputs: seen.append(inputs[0].detach().float())
     )
     with torch.inference_mode():
-        subject.model(input_ids=torch.from_numpy(tokens), attention_mask=torch.ones(tokens.shape))
+        subject.model(input_ids=torch.from_numpy(wrapped), attention_mask=torch.ones(wrapped.shape))
     handle.remove()
-    return seen[0].numpy()
+    return seen[0].numpy()[:, len(prefix) : wrapped.shape[1] - len(suffix)]
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -45,8 +53,21 @@ def test_top_k_matches_a_direct_forward_pass(tmp_path, architecture):
     subject = load_subject_model(
         tiny_spec(path), cache_dir=tmp_path / "c", downloads=tmp_path / "d", allow_hub=False
     )
+    # Each architecture gets the special tokens its tokenizer adds (Gemma's BOS, BERT's [CLS]
+    # and [SEP]); those positions are in no record.
+    before, after = SPECIAL_TOKENS.get(architecture, (None, None))
+    tokenizer = subject.tokenizer
+    assert subject.special_prefix == tuple(
+        tokenizer.convert_tokens_to_ids([before] if before else [])
+    )
+    assert subject.special_suffix == tuple(
+        tokenizer.convert_tokens_to_ids([after] if after else [])
+    )
     corpus = corpus_frame(24, 12, len(subject.tokenizer))
     frame = capture_records(subject, corpus, [0, 1], SPEC)
+    assert frame["top_activations"].list.eval(
+        pl.element().list.len()
+    ).explode().unique().to_list() == [12]
     tokens = np.asarray(corpus["token_ids"].to_list())
     assert frame["layer"].unique().sort().to_list() == [0, 1]
     for layer in (0, 1):
@@ -89,3 +110,23 @@ def test_capture_refuses_bad_requests(tmp_path, tiny_model_dir):
         capture_records(subject, corpus_frame(3, 8, vocab), [0], SPEC)
     with pytest.raises(InputError, match="no excerpts"):
         capture_records(subject, corpus_frame(0, 8, vocab), [0], SPEC)
+
+
+def test_no_neuron_is_scored_on_an_excerpt_it_was_explained_with(tmp_path, tiny_model_dir):
+    """The real capture, records and splits, for every neuron: its random excerpts come from
+    outside its top-k, no excerpt is in two of its splits, none twice in one scored set."""
+    from autointerp.activations.splits import split_records
+
+    subject = load_subject_model(
+        tiny_spec(tiny_model_dir), cache_dir=tmp_path, downloads=tmp_path, allow_hub=False
+    )
+    corpus = corpus_frame(80, 10, len(subject.tokenizer))
+    spec = RecordsSpec(top_k=8, random_k=6, reference_k=4, quantile_k=2, boundary_pool=16)
+    splits = split_records(capture_records(subject, corpus, [0, 1], spec))
+    per_neuron = splits.group_by("layer", "neuron").agg(
+        rows=pl.len(), distinct=pl.col("excerpt_id").n_unique()
+    )
+    assert per_neuron.height == 2 * subject.neurons_per_layer
+    assert (per_neuron["rows"] == per_neuron["distinct"]).all()
+    scored = splits.filter(pl.col("split") != "train").group_by("layer", "neuron", "split")
+    assert (scored.agg(pl.col("excerpt_id").is_duplicated().any())["excerpt_id"] == False).all()  # noqa: E712

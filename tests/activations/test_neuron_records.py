@@ -11,10 +11,12 @@ from autointerp.activations.neuron_records import (
     Moments,
     SamplingPlan,
     StreamingTopK,
+    neuron_keys,
 )
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.activations.splits import split_records
 from autointerp.config.settings import RecordsSpec
+from autointerp.errors import InputError
 
 N_EXCERPTS, LENGTH, NEURONS = 120, 8, 6
 
@@ -28,11 +30,13 @@ def activations() -> np.ndarray:
 def stream(acts: np.ndarray, spec: RecordsSpec, batch: int) -> pl.DataFrame:
     excerpt_ids = np.arange(100, 100 + len(acts))  # ids need not be row numbers
     plan = SamplingPlan.build(excerpt_ids, spec)
-    layer = LayerRecords(acts.shape[2], acts.shape[1], plan, spec)
+    tokens = np.arange(len(acts) * acts.shape[1]).reshape(len(acts), -1) % 7  # 7 token ids
+    layer = LayerRecords(3, acts.shape[2], acts.shape[1], plan, spec, vocabulary=np.arange(7))
     for start in range(0, len(plan.order), batch):
         rows = plan.order[start : start + batch]
-        layer.update(torch.from_numpy(acts[rows]), rows, torch.from_numpy(excerpt_ids[rows]))
-    return layer.frame(3, excerpt_ids)
+        ids = torch.from_numpy(excerpt_ids[rows])
+        layer.update(torch.from_numpy(acts[rows]), rows, ids, tokens[rows])
+    return layer.frame(excerpt_ids)
 
 
 def test_streaming_top_k_matches_brute_force(activations):
@@ -77,7 +81,7 @@ def test_constant_neuron_has_nan_shape():
 
 
 def test_records_independent_of_batch_size(activations):
-    spec = RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40)
+    spec = RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40, top_mean_tokens=3)
     small, large = stream(activations, spec, 3), stream(activations, spec, 17)
     moments = ["mean", "variance", "skewness", "kurtosis"]
     assert small.drop(moments).equals(large.drop(moments))  # every chosen excerpt, exactly
@@ -86,10 +90,20 @@ def test_records_independent_of_batch_size(activations):
 
 
 def test_record_contents(activations):
-    spec = RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40, seed=7)
+    spec = RecordsSpec(
+        top_k=5,
+        random_k=4,
+        reference_k=3,
+        quantile_k=2,
+        boundary_pool=40,
+        seed=7,
+        top_mean_tokens=2,
+    )
     frame = stream(activations, spec, 9)
     excerpt_ids = np.arange(100, 100 + N_EXCERPTS)
     keys = excerpt_keys(excerpt_ids, 7)
+    own_keys = neuron_keys(excerpt_ids, 3, NEURONS, 7)  # [neurons, excerpts]
+    tokens = np.arange(N_EXCERPTS * LENGTH).reshape(N_EXCERPTS, LENGTH) % 7
     by_key = np.argsort(keys)
     pool, rest = set(by_key[:40]), [r for r in range(N_EXCERPTS) if r not in set(by_key[:40])]
     maxes = activations.max(axis=1)
@@ -99,11 +113,18 @@ def test_record_contents(activations):
         top_rows = np.argsort(-maxes[:, n])[:5]
         assert row["top_excerpt_ids"] == (top_rows + 100).tolist()
         np.testing.assert_allclose(row["top_max_activations"], maxes[top_rows, n], rtol=1e-6)
-        # Random sample: the smallest seeded keys, the same excerpts for every neuron.
-        assert row["random_excerpt_ids"] == (by_key[:4] + 100).tolist()
+        # Random samples: the neuron's own smallest seeded keys, outside its top-k; the first
+        # random_k are scored, the next reference_k are the baseline explainer's base rates.
+        drawn = [r for r in np.argsort(own_keys[n]) if r not in set(top_rows)][:7]
+        assert row["random_excerpt_ids"] == [r + 100 for r in drawn[:4]]
+        assert row["reference_excerpt_ids"] == [r + 100 for r in drawn[4:]]
         np.testing.assert_array_equal(
-            np.array(row["random_activations"]), activations[by_key[:4], :, n]
+            np.array(row["random_activations"]), activations[drawn[:4], :, n]
         )
+        # The tokens with the highest mean activation over the whole corpus, highest first.
+        means = [activations[:, :, n][tokens == t].mean() for t in range(7)]
+        assert row["top_mean_token_ids"] == np.argsort(means)[::-1][:2].tolist()
+        np.testing.assert_allclose(row["top_mean_token_means"], sorted(means)[::-1][:2], rtol=1e-5)
         # Boundaries are quantiles of the pool's maxima; band samples come from outside the pool,
         # lie inside their band, and are the in-band excerpts with the smallest keys.
         bounds = np.quantile(maxes[sorted(pool), n], QUANTILES)
@@ -132,12 +153,14 @@ def test_reference_splits(activations):
     per = {(r["split"], r["kind"]): r["len"] for r in counts.filter(neuron=0).iter_rows(named=True)}
     assert per == {
         ("train", "top"): 5,
+        ("train", "random"): 10,  # the reference sample: the baseline's base rates, never scored
         **{(s, k): 5 for s in ("calibration", "valid", "test") for k in ("top", "random")},
     }
     top = splits.filter(neuron=0, kind="top").sort("rank")
     assert top.filter(split="train")["rank"].to_list() == [0, 4, 8, 12, 16]
     assert top.filter(split="test")["rank"].to_list() == [3, 7, 11, 15, 19]
-    rand = splits.filter(neuron=0, kind="random").sort("rank")
+    scored = pl.col("split").is_in(["calibration", "valid", "test"])
+    rand = splits.filter(scored, neuron=0, kind="random").sort("rank")
     assert rand.filter(split="valid")["rank"].to_list() == [1, 4, 7, 10, 13]
     row = splits.row(0, named=True)
     assert row["max_activation"] == pytest.approx(max(row["activations"]))
@@ -148,3 +171,22 @@ def test_scoring_splits_stay_one_to_one(activations):
     splits = split_records(stream(activations, spec, 16))
     scoring = splits.filter(pl.col("split") != "train").group_by("neuron", "split", "kind").len()
     assert set(scoring["len"].to_list()) == {3}
+
+
+def test_every_neuron_is_scored_on_excerpts_it_was_not_explained_with(activations):
+    """Within a neuron no excerpt is in two splits, and none is twice in one scored set."""
+    spec = RecordsSpec(top_k=20, random_k=15, quantile_k=2, boundary_pool=40)
+    splits = split_records(stream(activations, spec, 16))
+    per_neuron = splits.group_by("neuron").agg(
+        rows=pl.len(), distinct=pl.col("excerpt_id").n_unique()
+    )
+    assert (per_neuron["rows"] == per_neuron["distinct"]).all()
+    drawn = splits.filter(kind="random").group_by("neuron").agg(pl.col("excerpt_id"))
+    assert len({tuple(ids) for ids in drawn["excerpt_id"]}) == NEURONS  # a sample per neuron
+
+
+def test_non_finite_activations_fail_with_layer_and_excerpt(activations):
+    broken = activations.copy()
+    broken[7, 2, 4] = np.nan
+    with pytest.raises(InputError, match=r"layer 3, neuron 4, excerpt 107"):
+        stream(broken, RecordsSpec(top_k=5, random_k=4, quantile_k=2, boundary_pool=40), 9)

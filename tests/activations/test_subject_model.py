@@ -203,10 +203,14 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_device("cuda:0")
 
 
-def test_resolve_dtype() -> None:
+def test_resolve_dtype(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_dtype("auto", cpu) == torch.bfloat16
-    assert resolve_dtype("auto", cuda) == torch.float16
+    # On a GPU: bfloat16 where it is supported, else float32; never float16 (Gemma overflows).
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_dtype("auto", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_dtype("auto", cuda) == torch.float32
     assert resolve_dtype("float32", cuda) == torch.float32
     assert resolve_dtype("float16", cpu) == torch.float16
     with pytest.raises(ConfigError, match="float64"):

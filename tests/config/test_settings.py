@@ -75,3 +75,14 @@ def test_the_retry_policy_is_a_profile_setting_outside_its_hash():
     assert patient.hash == explainer_profile("p", base).hash
     with pytest.raises(ConfigError, match="max_attempts"):
         explainer_profile("p", base | {"max_attempts": 0})
+
+
+def test_a_token_list_explainer_needs_the_corpus_wide_token_means(tmp_path):
+    profile = (
+        '[explainers.tl]\nkind = "llm"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'prompt = "token-list-v1"\n[pipeline]\nexplainers = ["tl"]\n'
+    )
+    with pytest.raises(ConfigError, match=r"top_mean_tokens = 100 \(it is 0\)"):
+        load_settings(write(tmp_path, profile), tmp_path / "home")
+    ok = load_settings(write(tmp_path, profile + "[records]\ntop_mean_tokens = 100\n"), tmp_path)
+    assert ok.records.top_mean_tokens == 100

@@ -8,7 +8,8 @@ from autointerp.explain.explainer_prompt import (
     EXPLAINER_PROMPT_VERSION,
     build_explanation_request,
     build_token_list_explanation_request,
-    top_tokens_by_mean,
+    shown_tokens,
+    tokens_by_mean,
 )
 from autointerp.explain.few_shot import FEW_SHOT_SETS, FewShotNeuron, few_shot_hash
 from autointerp.explain.prompt_format import (
@@ -27,6 +28,7 @@ TINY_FEW_SHOT = [
 TARGET = ActivationRecord(
     tokens=["x", " )", "\n", " y", " z", " w"], activations=[-0.5, 5.0, 0.0, 0.1, 0.0, 0.0]
 )
+SECOND = ActivationRecord(tokens=["(", "a", " b", " c", " ]"], activations=[0, 0, 0, 0, 2.5])
 
 EXPECTED_PROMPT = (
     "This is a study of the neurons of a neural network language model. A neuron responds to "
@@ -57,10 +59,20 @@ EXPECTED_PROMPT = (
     " z\t0\n"
     " w\t0\n"
     "<end>\n"
+    "<start>\n"  # records are joined by <end> and <start> lines, with no blank line between
+    "(\t0\n"
+    "a\t0\n"
+    " b\t0\n"
+    " c\t0\n"
+    " ]\t5\n"
+    "<end>\n"
     "\n"
     "Same activations, but with all zeros filtered out:\n"
     "<start>\n"
     " )\t10\n"
+    "<end>\n"
+    "<start>\n"
+    " ]\t5\n"
     "<end>\n"
     "\n"
     "Explanation of neuron 2 behavior: the main thing this neuron does is find"
@@ -68,7 +80,7 @@ EXPECTED_PROMPT = (
 
 
 def test_prompt_snapshot():
-    request = build_explanation_request([TARGET], few_shot=TINY_FEW_SHOT)
+    request = build_explanation_request([TARGET, SECOND], few_shot=TINY_FEW_SHOT)
     assert request.prompt == EXPECTED_PROMPT
     assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user"]
     assert request.messages[2]["content"] == " the word world."
@@ -149,24 +161,25 @@ def test_few_shot_hash_follows_content():
 
 
 def test_token_list_variant_shows_fifty_of_the_top_hundred():
-    tokens = [f" w{i}" for i in range(150)]
-    record = ActivationRecord(tokens, [float(150 - i) for i in range(150)])
-    shown = top_tokens_by_mean([record])
+    ranked = [f" w{i}" for i in range(150)]  # by mean activation over the corpus, highest first
+    shown = shown_tokens(ranked)
     assert len(shown) == 50
-    assert set(shown) <= set(tokens[:100])
-    assert shown == sorted(shown, key=tokens.index)  # rank order
-    assert shown == top_tokens_by_mean([record])  # deterministic for a seed
+    assert set(shown) <= set(ranked[:100])
+    assert shown == sorted(shown, key=ranked.index)  # rank order
+    assert shown == shown_tokens(ranked)  # deterministic for a seed
 
-    request = build_token_list_explanation_request([record])
+    request = build_token_list_explanation_request(ranked)
     assert request.messages[-1]["content"].startswith('\n\nNeuron 4\nTop tokens: " w')
     assert request.messages[-1]["content"].endswith(
         "\nExplanation of neuron 4 behavior: the main thing this neuron does is find"
     )
+    with pytest.raises(InputError, match="top_mean_tokens"):
+        build_token_list_explanation_request([])
 
 
-def test_top_tokens_rank_by_mean_not_total():
+def test_few_shot_tokens_rank_by_mean_not_total():
     records = [ActivationRecord(["a", "a", "a", "b"], [1.0, 1.0, 1.0, 2.0])]
-    assert top_tokens_by_mean(records) == ["b", "a"]
+    assert tokens_by_mean(records) == ["b", "a"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
 from autointerp.activations.splits import split_records
 from autointerp.errors import InputError
 from autointerp.explain.explainer_prompt import build_explanation_request
-from autointerp.lineage.read import _covers, reproduce_score, score_lineage
+from autointerp.lineage.read import reproduce_score, score_lineage
 from autointerp.lineage.render import render_text, to_json
 from autointerp.llm.cache import request_hash
 from autointerp.llm.endpoint import Endpoint
@@ -25,7 +25,8 @@ from autointerp.simulate.simulations import scoring_pairs
 from autointerp.simulate.simulator_prompt import build_chat_request
 from autointerp.storage.delta import read_table, write_partitions
 from autointerp.storage.hashing import canonical_json
-from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA, SIMULATIONS_SCHEMA
+from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA
+from autointerp.testing.tables import simulations_frame
 
 PREFIX = "tiny"
 
@@ -167,7 +168,7 @@ def simulations_and_calls(
         call_ids.append([request_hash(payload)])
         text = "\n".join(f"{t}\t{int(v)}" for t, v in zip(tokens, values, strict=True))
         calls.append(call_row(request_hash(payload), payload, [text]) | {"layer": layer})
-    simulations = pl.DataFrame(
+    simulations = simulations_frame(
         {
             **{k: pairs[k] for k in ("layer", "neuron", "explainer", "explainer_hash", "sample")},
             "simulator": "llama",
@@ -178,7 +179,6 @@ def simulations_and_calls(
             "call_ids": call_ids,
             "error": None,
         },
-        schema=SIMULATIONS_SCHEMA,
     )
     calls_frame = (
         pl.DataFrame(calls)
@@ -192,7 +192,7 @@ def simulations_and_calls(
 
 def build(root: Path, *, record_versions: bool = True) -> Built:
     texts = corpus(60)
-    write(root, "corpus", texts, "run-corpus", None)
+    corpus_version = write(root, "corpus", texts, "run-corpus", None)
     records = neuron_records(texts.height)
     records_version = write_layers(root, "neuron_records", records, "run-records")
     top_k = split_records(records)
@@ -200,10 +200,10 @@ def build(root: Path, *, record_versions: bool = True) -> Built:
     excerpts = neuron_excerpts(top_k, texts)
     explanations, explainer_calls = explanations_and_calls(excerpts)
     explanations_version = write_layers(root, "explanations", explanations, "run-explain")
-    write_layers(root, "explainer_calls", explainer_calls, "run-explain")
+    explainer_calls_version = write_layers(root, "explainer_calls", explainer_calls, "run-explain")
     simulations, simulator_calls = simulations_and_calls(explanations, excerpts, seed=2)
     simulations_version = write_layers(root, "simulations", simulations, "run-simulate")
-    write_layers(root, "simulator_calls", simulator_calls, "run-simulate")
+    simulator_calls_version = write_layers(root, "simulator_calls", simulator_calls, "run-simulate")
     scores = score(simulations, calibrate=False)
     if record_versions:
         scores = scores.with_columns(
@@ -211,6 +211,9 @@ def build(root: Path, *, record_versions: bool = True) -> Built:
             top_k_excerpts_version=pl.lit(top_k_version, pl.Int64),
             explanations_version=pl.lit(explanations_version, pl.Int64),
             simulations_version=pl.lit(simulations_version, pl.Int64),
+            corpus_version=pl.lit(corpus_version, pl.Int64),
+            explainer_calls_version=pl.lit(explainer_calls_version, pl.Int64),
+            simulator_calls_version=pl.lit(simulator_calls_version, pl.Int64),
             dagster_run_id=pl.lit("run-score"),
             code_version=pl.lit("scores-1-abc"),
         )
@@ -279,8 +282,19 @@ def test_each_table_names_its_version_and_the_run_that_wrote_the_layer(built: Bu
     assert not reads["scores"].recorded and reads["scores"].written_by.dagster_run_id == (
         "run-score-3"
     )
-    assert not reads["simulator_calls"].recorded  # no version recorded: the latest
+    # The corpus and the call audits are read at the versions the score rows recorded too.
+    assert all(reads[table].recorded for table in ("corpus", "explainer_calls", "simulator_calls"))
     assert reads["corpus"].written_by.dagster_run_id == "run-corpus"
+
+
+def test_calls_rewritten_later_are_read_as_the_score_saw_them(tmp_path: Path) -> None:
+    build(tmp_path)
+    calls = read_table(str(tmp_path / PREFIX / "explainer_calls"))
+    rewritten = calls.with_columns(response_texts=pl.lit(["rewritten"], pl.List(pl.Utf8)))
+    write_layers(tmp_path, "explainer_calls", rewritten, "run-later")
+    chain = score_lineage(model_root(tmp_path), 3, 1, explainer="gpt").chains[1]
+    [call] = chain.explainer_calls
+    assert call.response_texts == ["words about love (3/1)", "royalty (3/1)"]
 
 
 def test_every_explainer_of_the_neuron_without_a_filter(built: Built) -> None:
@@ -369,12 +383,3 @@ def test_unmaterialized_scores_and_unknown_simulator(built: Built, tmp_path: Pat
         score_lineage(model_root(tmp_path), 3, 0)
     with pytest.raises(InputError, match="no score of simulator 'gpt-sim'"):
         reproduce_score(model_root(built.root), 3, 0, "gpt", "gpt-sim")
-
-
-def test_which_commits_cover_a_partition() -> None:
-    rows = {"layer": 1, "explainer": "o'b"}
-    assert _covers("layer = 0 OR layer = 1", rows)
-    assert not _covers("layer = 2", rows)
-    assert _covers("(layer = 1 OR layer = 0) AND (explainer = 'a' OR explainer = 'o''b')", rows)
-    assert not _covers("(layer = 1) AND (explainer = 'a')", rows)
-    assert _covers("\"layer\" IN (1, 2) AND explainer_hash = 'x'", rows)  # hash: not known here

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 from autointerp.errors import ConfigError, InputError
 from autointerp.llm.accounting import Usage, calls_frame
 from autointerp.llm.client import LLMClient
-from autointerp.llm.endpoint import Endpoint
+from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import LLMRequest
 from autointerp.llm.responses import CompletionLogprobs, TokenLogprob
 from autointerp.storage.schemas import CALLS_SCHEMA
@@ -30,6 +31,7 @@ from autointerp.testing.llm_server import (
     Answer,
     LLMServer,
     Received,
+    Reply,
     Tok,
     default_handler,
     dropped,
@@ -522,3 +524,91 @@ def test_bad_requests_and_endpoints_are_refused():
         Endpoint("m", max_concurrency=0)
     with pytest.raises(ConfigError):
         Endpoint("")
+
+
+# -- secrets, costs and a cache that fails ------------------------------------------------------
+
+
+def test_api_key_env_must_name_a_variable_and_a_key_is_never_echoed():
+    key = "sk-" + secrets.token_hex(20)
+    with pytest.raises(ConfigError) as caught:
+        Endpoint("m", api_key_env=key)
+    assert key not in str(caught.value) and "NAME of an environment variable" in str(caught.value)
+    Endpoint("m", api_key_env="MY_KEY_2")  # a name is fine
+
+
+def test_credentials_and_query_strings_in_the_url_are_never_recorded(server, tmp_path):
+    host = server.url.removeprefix("http://")
+    client = LLMClient(
+        Endpoint("m", base_url=f"http://user:hunter2@{host}", api_key_env=None), tmp_path, seed=0
+    )
+    [result] = client.run_all([chat()])
+    recorded = json.dumps(result.request) + str(calls_frame([result]).to_dicts()) + repr(client)
+    assert result.ok and "hunter2" not in recorded
+    assert result.endpoint == f"http://{host}"
+    client.close()
+    assert b"hunter2" not in (tmp_path / "responses.sqlite").read_bytes()
+    assert recorded_url("https://u:p@h.example/v1/?key=s3cret#x") == "https://h.example/v1"
+
+
+def test_failed_attempts_that_were_billed_count_and_a_timeout_makes_the_cost_unknown(server):
+    priced = {"prompt_price_per_m": 1e6, "completion_price_per_m": 1e6}  # $1 per token
+    client = make_client(server, **priced)
+    unusable = {"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 2}, "choices": []}
+    server.inject(Reply(200, unusable))  # computed and billed, but no answer in it
+    [result] = client.run_all([chat()])
+    assert result.status == "error" and result.attempts == 1 and result.cost_usd == 5
+
+    server.inject(slow(5))  # times out: the server may have computed (and billed) it all
+    [result] = make_client(server, timeout_s=0.2, **priced).run_all([chat("again")])
+    assert result.ok and result.attempts == 2 and result.cost_usd is None
+
+
+def test_a_corrupt_cache_file_is_moved_aside_and_a_new_one_started(server, tmp_path):
+    (tmp_path / "responses.sqlite").write_bytes(b"this is not a database" * 200)
+    client = make_client(server, tmp_path)
+    [result] = client.run_all([chat()])
+    client.close()
+    assert result.ok
+    assert list(tmp_path.glob("responses.sqlite.unreadable-*"))
+    [again] = make_client(server, tmp_path).run_all([chat()])
+    assert again.cached and server.count() == 1
+
+
+def test_writes_that_fail_are_kept_and_never_lost(server, tmp_path, monkeypatch):
+    client = make_client(server, tmp_path)
+    cache = client.cache
+    broken = sqlite3.connect(":memory:")
+    broken.close()  # every statement on it fails, as a locked or full database would
+    healthy, cache._db = cache._db, broken
+    [first] = client.run_all([chat("a")])
+    assert first.ok and cache.get(first.call_id) is not None  # kept in memory meanwhile
+    cache._db = healthy
+    [second] = client.run_all([chat("b")])  # the next write flushes both
+    client.close()
+    fresh = make_client(server, tmp_path)
+    assert [r.status for r in fresh.run_all([chat("a"), chat("b")])] == ["cached", "cached"]
+    assert server.count() == 2 and second.ok
+
+
+def test_unwritten_responses_are_spilled_at_close_and_imported_next_time(server, tmp_path):
+    client = make_client(server, tmp_path)
+    broken = sqlite3.connect(":memory:")
+    broken.close()
+    client.cache._db = broken
+    [result] = client.run_all([chat()])
+    client.close()
+    assert list(tmp_path.glob("responses.sqlite.pending-*.jsonl"))
+    [again] = make_client(server, tmp_path).run_all([chat()])
+    assert result.ok and again.cached and server.count() == 1
+    assert not list(tmp_path.glob("responses.sqlite.pending-*.jsonl"))
+
+
+def test_a_cached_body_the_parser_rejects_is_replaced_not_bought_every_run(server, tmp_path):
+    client = make_client(server, tmp_path)
+    client.run_all([chat()])
+    client.cache._db.execute("UPDATE responses SET response = ?", ('{"choices": []}',))
+    client.cache._db.commit()
+    [second] = client.run_all([chat()])  # the stored body no longer parses: bought again
+    [third] = client.run_all([chat()])  # and stored in its place: a hit
+    assert (second.status, third.status, server.count()) == ("ok", "cached", 2)

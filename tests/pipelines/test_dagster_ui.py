@@ -78,7 +78,7 @@ LOCATION_QUERY = """
 }
 """
 # The assets the UI's "Materialize unsynced" picks after a simulator profile changed.
-STALE_ASSETS = ["simulations", "simulator_calls", "scores"]
+STALE_ASSETS = ["simulations", "simulator_calls", "shuffled_scores", "scores"]
 SERVER_START_S = 120
 RUN_S = 240
 

@@ -109,6 +109,7 @@ def test_switching_explainers_recomputes_only_what_depends_on_them(scenario, cap
         "explainer_calls",
         "simulations",
         "simulator_calls",
+        "shuffled_scores",
         "scores",
         "score_summary",
         "compare",

@@ -24,11 +24,17 @@ from autointerp.activations.data_model import ActivationRecord, NeuronId
 from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.activations.probe import probe_texts
 from autointerp.activations.splits import split_records
-from autointerp.activations.subject_model import load_subject_model
+from autointerp.activations.subject_model import SubjectModel, load_subject_model
 from autointerp.config.profiles import explainer_profile, load_profiles
 from autointerp.errors import InputError
 from autointerp.llm.client import LLMClient
-from autointerp.revise.counterexamples import FALSE_POSITIVE, Counterexample, find_counterexamples
+from autointerp.revise.counterexamples import (
+    FALSE_POSITIVE,
+    Counterexample,
+    LeakageError,
+    check_not_held_out,
+    find_counterexamples,
+)
 from autointerp.revise.generation import (
     ACTIVATING,
     GENERATION_SYSTEM_MESSAGE,
@@ -132,6 +138,9 @@ class RuleSubject:
     tokenizer: WordTokenizer = field(default_factory=WordTokenizer)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     spec: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(batch_size=4))
+    special_prefix: tuple[int, ...] = ()
+    special_suffix: tuple[int, ...] = ()
+    with_special_tokens = SubjectModel.with_special_tokens
 
     def __post_init__(self) -> None:
         self.model = RuleModel(self.tokenizer)
@@ -276,7 +285,7 @@ def run_round(server, excerpts, cache, *, candidates=None):
     explainer = llm_explainer(server)
     current = starting_point(explainer, excerpts, {ROYAL: BROAD, DOG: 'the word "dog"'})
     with LLMClient(explainer.endpoint(), cache, sleep=no_sleep) as client:
-        found, found_calls = find_counterexamples(
+        found, found_calls, _ = find_counterexamples(
             1,
             current,
             excerpts,
@@ -459,7 +468,7 @@ def test_baseline_revises_offline_round_after_round(excerpts):
     current = starting_point(BASELINE, excerpts, {ROYAL: BROAD, DOG: 'the word "dog"'})
     rounds = []
     for number in (1, 2):
-        found, calls = find_counterexamples(
+        found, calls, _ = find_counterexamples(
             number, current, excerpts, BASELINE, LEXICAL, subject, **NO_CLIENTS
         )
         assert calls == [] and found["error"].null_count() == found.height
@@ -498,7 +507,7 @@ def test_valid_and_test_excerpts_decide_nothing(excerpts):
     runs = []
     for frame in (excerpts, scrambled):
         current = starting_point(BASELINE, frame, {ROYAL: BROAD, DOG: 'the word "dog"'})
-        found, _ = find_counterexamples(
+        found, _, _ = find_counterexamples(
             1, current, frame, BASELINE, LEXICAL, RuleSubject(), **NO_CLIENTS
         )
         revised, _ = revise_round(1, current, found, frame, BASELINE, LEXICAL, **NO_CLIENTS)
@@ -521,7 +530,9 @@ def test_baseline_texts_and_truncation_through_a_short_context(excerpts):
 
     subject = RuleSubject(context_length=4)
     current = starting_point(BASELINE, excerpts, {ROYAL: BROAD})
-    found, _ = find_counterexamples(1, current, excerpts, BASELINE, LEXICAL, subject, **NO_CLIENTS)
+    found, _, _ = find_counterexamples(
+        1, current, excerpts, BASELINE, LEXICAL, subject, **NO_CLIENTS
+    )
     generated = found.filter(pl.col("source") == "generated")
     assert generated.height and all(generated["truncated"])
     assert set(generated["tokens"].list.len()) == {4}
@@ -540,10 +551,13 @@ def test_true_activations_match_a_direct_forward_pass_and_cut_to_the_context(tmp
     texts = ["The quick brown fox jumps over the lazy dog, twice.", "A king", "The queen said"]
     wanted = {0: [3, 7], 1: [5]}
     results = probe_texts(subject, wanted, texts)
-    assert [r.truncated for r in results] == [True, False, False]
-    assert len(results[0].tokens) == 8 and "".join(results[1].tokens) == "A king"
+    room = 8 - len(subject.special_prefix)  # the context less the tokenizer's BOS
+    lengths = [len(subject.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert [r.truncated for r in results] == [n > room for n in lengths]
+    assert results[0].truncated and not results[1].truncated
+    assert len(results[0].tokens) == room and "".join(results[1].tokens) == "A king"
     for text, result in zip(texts, results, strict=True):
-        ids = subject.tokenizer(text, add_special_tokens=False)["input_ids"][:8]
+        ids = subject.tokenizer(text, add_special_tokens=False)["input_ids"][:room]
         captured = {}
         with ActivationHooks(subject, [0, 1], captured.__setitem__) as hooks:
             hooks.run(torch.tensor([ids]))
@@ -609,7 +623,7 @@ def test_prompts_show_records_and_counterexamples_in_the_reference_format():
 
 def test_revise_round_refuses_stale_counterexamples_and_other_profiles(excerpts):
     current = starting_point(BASELINE, excerpts, {ROYAL: BROAD})
-    found, _ = find_counterexamples(
+    found, _, _ = find_counterexamples(
         1, current, excerpts, BASELINE, LEXICAL, RuleSubject(), **NO_CLIENTS
     )
     stale = found.with_columns(explanation=pl.lit("something else"))
@@ -620,3 +634,21 @@ def test_revise_round_refuses_stale_counterexamples_and_other_profiles(excerpts)
     other = explainer_profile("other", {"kind": "baseline", "neuron_sample": "first:1"})
     with pytest.raises(InputError, match="belong to explainer"):
         revise_round(1, current, found, excerpts, other, LEXICAL, **NO_CLIENTS)
+
+
+def test_a_held_out_excerpt_among_counterexamples_is_refused_by_id_or_by_text():
+    excluded = pl.DataFrame(
+        {"layer": [0], "neuron": [1], "excerpt_id": [42], "tokens": [["a", " b"]]},
+        schema={
+            "layer": pl.Int32,
+            "neuron": pl.Int32,
+            "excerpt_id": pl.Int64,
+            "tokens": pl.List(pl.Utf8),
+        },
+    )
+    fine = {"layer": 0, "neuron": 1, "excerpt_id": 7, "tokens": ["c"]}
+    check_not_held_out([fine, fine | {"neuron": 2, "excerpt_id": 42}], excluded)  # another neuron's
+    with pytest.raises(LeakageError, match="neuron 0/1: counterexample excerpt 42"):
+        check_not_held_out([fine | {"excerpt_id": 42}], excluded)
+    with pytest.raises(LeakageError, match="excerpt 9 is one of the excerpts"):
+        check_not_held_out([fine | {"excerpt_id": 9, "tokens": ["a", " b"]}], excluded)

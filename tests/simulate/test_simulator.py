@@ -29,6 +29,16 @@ FEW_SHOT = [
         explanation="boats",
     )
 ]
+REVEALING = [  # two records, the first with its first token hidden as in the reference
+    FewShotNeuron(
+        records=(
+            ActivationRecord(tokens=["a", " boat"], activations=[0.0, 1.5]),
+            ActivationRecord(tokens=[" the", " sea"], activations=[0.0, 3.0]),
+        ),
+        explanation="boats",
+        first_revealed=(1, 0),
+    )
+]
 TOKENS = ["The", " ship", "\n"]
 ln = math.log
 
@@ -46,12 +56,20 @@ def test_expected_value_renormalizes_over_numbers():
 # --- all-at-once (echo) ---------------------------------------------------------------------
 
 
-def echo(prompt: str, answers: dict[int, dict[str, float]], *, fold: int | None = None) -> dict:
+def echo(
+    prompt: str,
+    answers: dict[int, dict[str, float]],
+    *,
+    fold: int | None = None,
+    newline_fold: int | None = None,
+) -> dict:
     """A completions `logprobs` object echoing `prompt`, split at tabs and newlines like a
     tokenizer would; `answers` gives the top logprobs at the n-th `unknown`. With `fold`, the
-    n-th `unknown` is merged with the tab before it, as a tokenizer that folds them would."""
+    n-th `unknown` is merged with the tab before it; with `newline_fold`, the n-th target
+    token is merged with the newline before it: both as tokenizers that fold them would."""
+    start = prompt.rindex("<start>\n") + len("<start>")
     pieces = re.findall(r"\n|\t|[^\n\t]+", prompt)
-    tokens, top, seen = [], [], 0
+    tokens, top, seen, offset, line = [], [], 0, 0, -1
     for piece in pieces:
         if piece == "unknown":
             if seen == fold:
@@ -60,9 +78,17 @@ def echo(prompt: str, answers: dict[int, dict[str, float]], *, fold: int | None 
                 tokens.append(piece)
                 top.append(answers.get(seen, {"unknown": -0.01}))
             seen += 1
+        elif offset > start and tokens and tokens[-1] == "\n" and piece not in ("\t", "<end>"):
+            line += 1
+            if line == newline_fold:
+                tokens[-1] += piece
+            else:
+                tokens.append(piece)
+                top.append({piece: -0.5})
         else:
             tokens.append(piece)
             top.append({piece: -0.5})
+        offset += len(piece)
     top[0] = None  # the first prompt token has no logprobs
     offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
     return {
@@ -80,26 +106,34 @@ ANSWERS = {
 }
 
 
-def test_all_at_once_request():
-    request = build_all_at_once_request("ships", TOKENS, few_shot=FEW_SHOT)
+def test_all_at_once_request_is_the_reference_layout():
+    request = build_all_at_once_request("ships", TOKENS, few_shot=REVEALING)
     assert request.method == ALL_AT_ONCE
     assert request.params["max_tokens"] == 0
     assert request.params["echo"] is True
     assert request.params["logprobs"] == 15
+    # As the reference writes it: no period after the explanation, "Activations: " then the
+    # records joined by <end> and <start> lines, few-shot tokens hidden before first_revealed,
+    # and the blank lines between neurons the reference's messages leave.
     assert request.prompt.endswith(
+        "\n\nNeuron 1\nExplanation of neuron 1 behavior: the main thing this neuron does is find "
+        "boats\nActivations: \n<start>\na\tunknown\n boat\t5\n<end>\n<start>\n the\t0\n sea\t10\n"
+        "<end>\n\n"
         "\n\nNeuron 2\nExplanation of neuron 2 behavior: the main thing this neuron does is find "
-        "ships.\nActivations:\n<start>\nThe\tunknown\n ship\tunknown\n\\n\tunknown\n<end>\n"
+        "ships\nActivations: \n<start>\nThe\tunknown\n ship\tunknown\n\\n\tunknown\n<end>\n"
     )
-    assert "\nActivations:\n<start>\na\t0\n boat\t10\n<end>\n" in request.prompt
     assert [request.prompt[o : o + 8] for o in request.answer_offsets] == ["unknown\n"] * 3
+    starts = [request.prompt[o : o + 5] for o in request.token_offsets]
+    assert starts == ["The\tu", " ship", "\\n\tun"]
 
 
 def test_all_at_once_expected_values():
     request = build_all_at_once_request("ships", TOKENS, few_shot=FEW_SHOT)
     result = parse_all_at_once(request, echo(request.prompt, ANSWERS))
-    assert result.expected_activations == pytest.approx([0.2, (8 * 0.3 + 9 * 0.1) / 0.4, 0.0])
-    assert result.missing == [2]  # no numeric alternative
-    assert result.sampled == []
+    first, second, third = result.expected_activations
+    assert (first, second) == pytest.approx([0.2, (8 * 0.3 + 9 * 0.1) / 0.4])
+    assert third is None and result.missing == [2]  # no numeric alternative: no value
+    assert result.sampled == [] and result.folded == []
 
 
 def test_all_at_once_without_text_offsets_and_with_a_bos_prefix():
@@ -112,14 +146,22 @@ def test_all_at_once_without_text_offsets_and_with_a_bos_prefix():
         )
     ]
     result = parse_all_at_once(request, positions)
-    assert result.expected_activations == pytest.approx([0.2, 8.25, 0.0])
+    assert result.expected_activations[:2] == pytest.approx([0.2, 8.25])
 
 
-def test_all_at_once_folded_token_is_zero():
+def test_all_at_once_tab_folded_into_unknown_gives_no_value():
     request = build_all_at_once_request("ships", TOKENS, few_shot=FEW_SHOT)
     result = parse_all_at_once(request, echo(request.prompt, ANSWERS, fold=1))
-    assert result.expected_activations == pytest.approx([0.2, 0.0, 0.0])
+    assert result.expected_activations[0] == pytest.approx(0.2)
+    assert result.expected_activations[1:] == [None, None]
     assert result.missing == [1, 2]
+
+
+def test_all_at_once_newline_folded_into_the_token_is_zero_as_in_the_reference():
+    request = build_all_at_once_request("ships", TOKENS, few_shot=FEW_SHOT)
+    result = parse_all_at_once(request, echo(request.prompt, ANSWERS, newline_fold=1))
+    assert result.expected_activations[:2] == pytest.approx([0.2, 0.0])
+    assert result.folded == [1] and result.missing == [2]
 
 
 def test_all_at_once_refuses_an_echo_of_another_prompt():
@@ -154,7 +196,7 @@ def test_chat_request():
     assert request.messages[2]["content"] == "a\t0\n boat\t10"
     assert request.messages[-1]["content"] == (
         "Neuron 2\nExplanation of neuron 2 behavior: the main thing this neuron does is find "
-        "ships.\nTokens:\nThe\n ship\n\\n"
+        "ships\nTokens:\nThe\n ship\n\\n"
     )
     plain = build_chat_request("ships", TOKENS, few_shot=FEW_SHOT, logprobs=False)
     assert plain.method == PLAIN_TEXT and "logprobs" not in plain.params
@@ -209,7 +251,7 @@ def test_chat_missing_line_is_zero_and_flagged():
         ("2", [("2", 0.0)]),
     )
     result = parse_chat_logprobs(build_chat_request("ships", tokens), content)
-    assert result.expected_activations == pytest.approx([1.0, 0.0, 8.0, 2.0])
+    assert result.expected_activations == [1.0, None, 8.0, 2.0]
     assert result.missing == [1]
 
 
@@ -224,7 +266,7 @@ def test_plain_text_lines():
 
 def test_plain_text_missing_value_and_extra_lines():
     result = parse_plain_text(TOKENS, "Sure:\nThe\t2\nship\tno idea\nextra\t4\nmore\t1")
-    assert result.expected_activations == pytest.approx([2.0, 0.0, 0.0])
+    assert result.expected_activations == [2.0, None, None]
     assert result.missing == [1, 2]
 
 

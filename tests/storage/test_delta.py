@@ -15,7 +15,13 @@ import pytest
 from deltalake import DeltaTable
 
 from autointerp.errors import InputError
-from autointerp.storage.delta import commit_history, read_table, table_version, write_partitions
+from autointerp.storage.delta import (
+    commit_history,
+    read_table,
+    replaced_rows,
+    table_version,
+    write_partitions,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,3 +303,23 @@ def test_replace_within_a_column_the_table_does_not_have_yet_replaces_the_partit
         replace_within={"explainer": ["a"]},
     )
     assert rows(uri).select("layer", "neuron", "explainer").rows() == [(0, 0, "a"), (1, 0, None)]
+
+
+def test_each_commit_records_what_it_replaced(tmp_path):
+    uri = str(tmp_path / "t")
+    frame = pl.DataFrame({"layer": [0, 1], "explainer": ["a", "o'b"], "x": [1, 2]})
+    for _ in range(2):  # the first write creates the table: it replaced its layers whole
+        write_partitions(
+            uri,
+            frame,
+            partition_column="layer",
+            partitions=["0", "1"],
+            replace_within={"explainer": ["a", "o'b"]},
+            commit_metadata={"dagster_run_id": "r"},
+        )
+    write_partitions(uri, frame, partition_column=None, partitions=None, commit_metadata={})
+    newest, second, first = (c for c in commit_history(uri) if c["operation"] != "CREATE TABLE")
+    assert replaced_rows(first) == {"layer": ["0", "1"]}
+    assert replaced_rows(second) == {"layer": ["0", "1"], "explainer": ["a", "o'b"]}
+    assert replaced_rows(newest) == {}  # the whole table
+    assert replaced_rows({"operation": "WRITE"}) is None  # a commit that recorded nothing

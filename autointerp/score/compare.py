@@ -136,3 +136,18 @@ def _number(value: float | None, *, signed: bool = False) -> str:
     if value is None or np.isnan(value):
         return "n/a"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def why_no_comparison(scores: pl.DataFrame) -> str:
+    """Why `compare_explainers` found no pair: what each simulator scored."""
+    scored = scores.select("simulator", "explainer").unique().group_by("simulator").agg("explainer")
+    if scored.is_empty():
+        return "no scores yet"
+    held = "; ".join(
+        f"{simulator}: {', '.join(sorted(explainers))}"
+        for simulator, explainers in sorted(scored.iter_rows())
+    )
+    return (
+        f"a comparison needs two explainer profiles scored by one simulator; the scores hold "
+        f"{held}. Add a second explainer to [pipeline] explainers and refresh."
+    )

@@ -11,6 +11,33 @@ GOOD_SCORE = 0.8  # the publication's bar: "more than 1,000 explanations scored 
 REPORTED_SPLIT = "test"
 
 
+def reported_scores(scores: pl.DataFrame) -> pl.DataFrame:
+    """The scores rows that are reported: top_and_random of the test split, one per neuron and
+    profile pair with the sample chosen by the project's one rule, ev_correlation as `score`
+    (NaN as null)."""
+    reported = scores.filter(
+        (pl.col("split") == REPORTED_SPLIT) & (pl.col("scored_on") == "top_and_random")
+    )
+    return chosen_samples(scores, reported=REPORTED_SPLIT).join(
+        reported.with_columns(score=pl.col("ev_correlation").fill_nan(None)),
+        on=[*NEURON_KEY, "sample"],
+        how="inner",
+    )
+
+
+def top_neurons(reported: pl.DataFrame, explanations: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The `n` best-scored neurons of `reported_scores` with their explanations: layer, neuron,
+    explainer, simulator, score, explanation."""
+    keys = ["layer", "neuron", "explainer", "explainer_hash", "sample"]
+    return (
+        reported.drop_nulls("score")
+        .sort("score", "layer", "neuron", descending=[True, False, False])
+        .head(n)
+        .join(explanations.select(*keys, "explanation"), on=keys, how="left")
+        .select("layer", "neuron", "explainer", "simulator", "score", "explanation")
+    )
+
+
 def score_summary(scores: pl.DataFrame, shuffled: pl.DataFrame | None = None) -> pl.DataFrame:
     """Per layer, explainer and simulator, on top_and_random of the test split: how many neurons
     were scored, the mean, median and 90th percentile of their ev_correlation and the count at
@@ -24,14 +51,7 @@ def score_summary(scores: pl.DataFrame, shuffled: pl.DataFrame | None = None) ->
     `neurons` counts every neuron; `scored` those whose score is defined (not NaN), over which
     the statistics are taken.
     """
-    reported = scores.filter(
-        (pl.col("split") == REPORTED_SPLIT) & (pl.col("scored_on") == "top_and_random")
-    )
-    chosen = chosen_samples(scores, reported=REPORTED_SPLIT).join(
-        reported.with_columns(score=pl.col("ev_correlation").fill_nan(None)),
-        on=[*NEURON_KEY, "sample"],
-        how="inner",
-    )
+    chosen = reported_scores(scores)
     calibrated = pl.col("calibrated")
     summary = (
         chosen.group_by("layer", *PROFILE)

@@ -17,6 +17,8 @@ from autointerp.config.settings import ModelSpec, Settings
 # BackfillPolicy is beta in this Dagster version; the graph relies on it deliberately (one forward
 # pass per run over every layer partition), so its notice is not shown on every load.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+# Data versions from content (assets/common.py) are beta too, and as deliberate.
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 
 def layer_partitions(model: ModelSpec) -> dg.StaticPartitionsDefinition:

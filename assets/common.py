@@ -1,7 +1,9 @@
-"""What the asset modules share: the active profiles and the code versions they give, the blocking
-checks, the lineage columns every stage adds, and running an LLM stage profile by profile."""
+"""What the asset modules share: the active profiles and the code versions they give, the outputs
+with content-based data versions and per-layer metadata, the blocking checks, the lineage columns
+every stage adds, and running an LLM stage profile by profile."""
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -10,8 +12,9 @@ from autointerp.config.profiles import ExplainerProfile, SimulatorProfile
 from autointerp.config.settings import Settings
 from autointerp.llm import CallResult, Usage, calls_frame
 from autointerp.progress import ProgressLog
+from autointerp.storage.content import Previous, data_version, partition_hashes
 from autointerp.storage.hashing import content_hash
-from resources.delta_io import version_read
+from resources.delta_io import column_schema, partition_column, version_read
 from resources.llm import LLMClients
 
 # --- profiles and code versions --------------------------------------------------------------
@@ -46,6 +49,98 @@ def active_keys(settings: Settings) -> dict[str, list[str]]:
     }
 
 
+# --- outputs ---------------------------------------------------------------------------------
+
+CONTENT_HASH = "content_hash"
+PREVIEW_ROWS = 20
+
+PartitionMetadata = Callable[[pl.DataFrame], Mapping[str, Any]]
+
+
+def table_output(
+    context: dg.AssetExecutionContext,
+    frame: pl.DataFrame,
+    *,
+    output_name: str = "result",
+    asset_key: dg.AssetKey | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    per_partition: PartitionMetadata | None = None,
+) -> dg.Output:
+    """The output of one table, with a data version from its content (`storage.content`), so a
+    rerun that writes the same rows changes nothing downstream; and each layer's own metadata
+    (`add_asset_metadata(partition_key=...)`): its row count, content hash, share of error rows
+    where the table has an `error` column, and what `per_partition` reports from its rows."""
+    key = asset_key or context.assets_def.key
+    partitioned = context.assets_def.partitions_def is not None
+    column = partition_column(context.assets_def.metadata_by_key[key]) if partitioned else None
+    partitions = list(context.partition_keys) if partitioned else []
+    hashes = partition_hashes(frame, column, partitions)
+    version = data_version(hashes, _previous(context.instance, key, hashes))
+    scoped: dict[str, Any] = dict(metadata or {})
+    for partition, digest in hashes.items():
+        rows = (
+            frame if partition is None else frame.filter(pl.col(column).cast(pl.Utf8) == partition)
+        )
+        own = {
+            "dagster/row_count": rows.height,
+            CONTENT_HASH: digest,
+            **({"error_share": _error_share(rows)} if "error" in rows.columns else {}),
+            **(per_partition(rows) if per_partition else {}),
+        }
+        if partition is None:
+            scoped.update(own)
+        else:
+            context.add_asset_metadata(own, asset_key=key, partition_key=partition)
+    return dg.Output(frame, output_name, metadata=scoped, data_version=dg.DataVersion(version))
+
+
+def _error_share(rows: pl.DataFrame) -> float:
+    return float(rows["error"].is_not_null().mean()) if rows.height else 0.0
+
+
+def _previous(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str | None]
+) -> dict[str | None, Previous | None]:
+    """Each partition's last materialization: the content hash and data version it recorded."""
+    found: dict[str | None, Previous | None] = {}
+    for partition in partitions:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=key, asset_partitions=None if partition is None else [partition]
+            ),
+            limit=1,
+        ).records
+        if not records:
+            found[partition] = None
+            continue
+        event = records[0].asset_materialization
+        recorded = event.metadata.get(CONTENT_HASH)
+        found[partition] = Previous(
+            content_hash=recorded.value if recorded is not None else None,
+            data_version=(event.tags or {}).get("dagster/data_version"),
+        )
+    return found
+
+
+def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    """The first `rows` rows as table metadata (lists shown as text): where corpus and LLM text
+    may appear in the UI, which renders it as plain cells, never as Markdown."""
+    shown = frame.head(rows)
+    nested = [c for c, dtype in shown.schema.items() if dtype.is_nested()]
+    shown = shown.with_columns(pl.col(c).map_elements(str, return_dtype=pl.Utf8) for c in nested)
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({k: _cell(v) for k, v in row.items()})
+            for row in shown.iter_rows(named=True)
+        ],
+        schema=column_schema(shown),
+    )
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
 # --- checks ----------------------------------------------------------------------------------
 
 
@@ -76,10 +171,10 @@ def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.As
 def upstream_versions(
     context: dg.AssetExecutionContext, prefix: str, top_k_excerpts: pl.DataFrame, *read: str
 ) -> pl.DataFrame:
-    """Per layer: the neuron_records version behind the top_k_excerpts rows, and the version at
-    which this step read top_k_excerpts and each table in `read`."""
+    """Per layer: the neuron_records and corpus versions behind the top_k_excerpts rows, and the
+    version at which this step read top_k_excerpts and each table in `read`."""
     return (
-        top_k_excerpts.select("layer", "neuron_records_version")
+        top_k_excerpts.select("layer", "neuron_records_version", "corpus_version")
         .unique("layer")
         .with_columns(
             **{

@@ -1,8 +1,8 @@
 """corpus: fixed-length token excerpts of the configured text source, tokenized for one model."""
 
 import dagster as dg
-import polars as pl
 
+from assets.common import table_output, table_preview
 from autointerp.activations.corpus import build_corpus, corpus_summary, sample_excerpts
 from autointerp.activations.corpus_sources import iter_documents
 from autointerp.activations.subject_model import model_identity
@@ -38,7 +38,7 @@ def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
     )
     def corpus(
         context: dg.AssetExecutionContext, config: CorpusConfig, subject_models: SubjectModels
-    ) -> pl.DataFrame:
+    ) -> dg.Output:
         subject = subject_models.load(model)
         documents = iter_documents(
             settings.corpus, downloads=settings.downloads, allow_hub=subject_models.allow_hub
@@ -52,7 +52,11 @@ def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
         wanted = config.max_excerpts or settings.corpus.max_excerpts
         if wanted:
             frame = sample_excerpts(frame, wanted, settings.records.seed)
-        context.add_output_metadata({**corpus_summary(frame), "max_excerpts": wanted or "all"})
-        return frame
+        metadata = {
+            **corpus_summary(frame),
+            "max_excerpts": wanted or "all",
+            "preview": table_preview(frame.select("excerpt_id", "source", "text")),
+        }
+        return table_output(context, frame, metadata=metadata)
 
     return corpus

@@ -8,10 +8,11 @@ from assets.common import (
     blocking_check,
     explainer_profiles,
     run_profiles,
+    table_output,
     upstream_versions,
     validated,
 )
-from autointerp.activations.excerpts import neuron_excerpts, neurons_of, top_mean_tokens
+from autointerp.activations.excerpts import neurons_of, top_mean_tokens
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
@@ -19,9 +20,10 @@ from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION
 from autointerp.explain.explanations import explain
 from autointerp.storage.hashing import content_hash
 from autointerp.table_checks import empty_explanations, missing_neurons
+from resources.delta_io import version_written
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "explanations-3"
+LOGIC_VERSION = "explanations-4"
 
 
 def explanations_assets(
@@ -32,25 +34,27 @@ def explanations_assets(
     prefix = model.key_prefix
     names = [p.name for p in profiles]
     common = {"group_name": prefix, "code_version": version, "kinds": {"delta", "polars"}}
-    # The token-list prompt shows tokens ranked over the whole corpus, kept in the records.
+    # The token-list prompt shows tokens ranked over the whole corpus, kept in the records as
+    # token ids, which the corpus turns into strings; other prompts read top_k_excerpts alone.
     token_list = any(p.prompt == TOKEN_LIST_PROMPT_VERSION for p in profiles)
     ranked_inputs = (
         {
             "neuron_records": dg.AssetIn(
                 key=[prefix, "neuron_records"],
                 metadata={"columns": ["neuron", "top_mean_token_ids"]},
-            )
+            ),
+            "corpus": dg.AssetIn(
+                key=[prefix, "corpus"], metadata={"columns": ["tokens", "token_ids"]}
+            ),
         }
         if token_list
         else {}
     )
-    corpus_columns = ["excerpt_id", "tokens", *(["token_ids"] if token_list else [])]
 
     @dg.multi_asset(
         name=f"{prefix}__explain",
         ins={
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
-            "corpus": dg.AssetIn(key=[prefix, "corpus"], metadata={"columns": corpus_columns}),
             **ranked_inputs,
         },
         outs={
@@ -92,23 +96,24 @@ def explanations_assets(
     def explain_layers(
         context: dg.AssetExecutionContext,
         top_k_excerpts: pl.DataFrame,
-        corpus: pl.DataFrame,
         llm: LLMClients,
-        **records: pl.DataFrame,
+        **ranked: pl.DataFrame,
     ):
-        excerpts = neuron_excerpts(top_k_excerpts, corpus)
-        ranked = top_mean_tokens(records["neuron_records"], corpus) if records else None
+        tokens = top_mean_tokens(ranked["neuron_records"], ranked["corpus"]) if ranked else None
         frame, calls, usage = run_profiles(
             context,
             "explain",
             profiles,
             llm,
-            lambda profile, **kw: explain(profile, excerpts, ranked_tokens=ranked, **kw),
+            lambda profile, **kw: explain(profile, top_k_excerpts, ranked_tokens=tokens, **kw),
         )
         # The audit is written first: every call paid for is on record, even if the stage fails.
-        yield dg.Output(calls, "explainer_calls", metadata=usage)
+        calls_key = dg.AssetKey([prefix, "explainer_calls"])
+        yield table_output(
+            context, calls, output_name="explainer_calls", asset_key=calls_key, metadata=usage
+        )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
-        neurons = neurons_of(excerpts)
+        neurons = neurons_of(top_k_excerpts)
         expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
         results = validated(
             dg.AssetKey([prefix, "explanations"]),
@@ -117,9 +122,17 @@ def explanations_assets(
                 "every_neuron_explained": missing_neurons(frame, expected, "explainer"),
             },
         )
-        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts, "corpus"), on="layer")
-        errors = frame["error"].is_not_null().sum()
-        yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
+        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts), on="layer")
+        frame = frame.with_columns(
+            explainer_calls_version=pl.lit(version_written(context, calls_key), dtype=pl.Int64)
+        )
+        yield table_output(
+            context,
+            frame,
+            output_name="explanations",
+            asset_key=dg.AssetKey([prefix, "explanations"]),
+            metadata=usage,
+        )
         yield from results
 
     return explain_layers

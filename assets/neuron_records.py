@@ -4,7 +4,9 @@ the moments of its activations. One forward pass serves every layer partition of
 import dagster as dg
 import polars as pl
 
+from assets.common import table_output
 from autointerp.activations.capture import capture_records
+from autointerp.activations.neuron_records import records_summary
 from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
@@ -12,6 +14,12 @@ from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
 LOGIC_VERSION = "neuron-records-2"
+
+
+def records_metadata(rows: pl.DataFrame) -> dict:
+    """One layer's neurons, how many never fire, and the spread of their max activations."""
+    summary = records_summary(rows).drop("layer")
+    return summary.row(0, named=True) if summary.height else {}
 
 
 def neuron_records_asset(
@@ -39,7 +47,7 @@ def neuron_records_asset(
     )
     def neuron_records(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
-    ) -> pl.DataFrame:
+    ) -> dg.Output:
         layers_run = sorted(int(key) for key in context.partition_keys)
         subject = subject_models.load(model)
         context.log.info(
@@ -53,7 +61,6 @@ def neuron_records_asset(
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
-        context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
-        return frame
+        return table_output(context, frame, per_partition=records_metadata)
 
     return neuron_records

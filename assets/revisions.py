@@ -11,8 +11,14 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from assets.common import audit_rows, summary_version, upstream_versions
-from autointerp.activations.excerpts import neuron_excerpts, neurons_of
+from assets.common import (
+    audit_rows,
+    summary_version,
+    table_output,
+    table_preview,
+    upstream_versions,
+)
+from autointerp.activations.excerpts import neurons_of
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.revise.counterexamples import find_counterexamples
@@ -23,7 +29,7 @@ from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "revisions-2"
+LOGIC_VERSION = "revisions-3"
 
 
 def revision_profiles(settings: Settings) -> tuple:
@@ -42,6 +48,11 @@ def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
         orient="row",
     )
     return current.join(keep, on=["layer", "neuron"], how="semi")
+
+
+def round_group(model: ModelSpec, round_number: int) -> str:
+    """Each revision round is a group of its own in the UI: its assets and their checks."""
+    return f"{model.key_prefix}_round_{round_number}"
 
 
 def round_assets(
@@ -63,8 +74,27 @@ def round_assets(
         if round_number == 1
         else {"previous": dg.AssetIn(key=[prefix, f"revised_explanations_r{round_number - 1}"])}
     )
+    # Mining the quantile-band samples reads them (and their tokens, from the corpus).
+    mined = (
+        {
+            "neuron_records": dg.AssetIn(
+                key=[prefix, "neuron_records"],
+                metadata={"columns": ["neuron", "quantile_excerpt_ids", "quantile_activations"]},
+            ),
+            "corpus": dg.AssetIn(
+                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+            ),
+        }
+        if spec.mine_quantile_samples
+        else {}
+    )
+    read_by_round = {
+        dg.AssetKey([prefix, "top_k_excerpts"]),
+        *(dg.AssetKey(asset_in.key.path) for asset_in in previous.values()),
+    }
+    read_by_mining = {dg.AssetKey(asset_in.key.path) for asset_in in mined.values()}
     written = {
-        "group_name": prefix,
+        "group_name": round_group(model, round_number),
         "code_version": version,
         "kinds": {"delta", "polars"},
         "metadata": {
@@ -78,13 +108,7 @@ def round_assets(
         ins={
             **previous,
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
-            "neuron_records": dg.AssetIn(
-                key=[prefix, "neuron_records"],
-                metadata={"columns": ["neuron", "quantile_excerpt_ids", "quantile_activations"]},
-            ),
-            "corpus": dg.AssetIn(
-                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
-            ),
+            **mined,
         },
         outs={
             "counterexamples": dg.AssetOut(
@@ -112,6 +136,16 @@ def round_assets(
                 **written,
             ),
         },
+        # The revision reads the counterexamples, not the corpus and records they were mined
+        # from: the lineage shows the round as mining, then revising.
+        internal_asset_deps={
+            "counterexamples": {*read_by_round, *read_by_mining},
+            "revision_calls": {*read_by_round, *read_by_mining},
+            "revised_explanations": {
+                *read_by_round,
+                dg.AssetKey([prefix, f"counterexamples_r{round_number}"]),
+            },
+        },
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
@@ -119,13 +153,11 @@ def round_assets(
     def revise(
         context: dg.AssetExecutionContext,
         top_k_excerpts: pl.DataFrame,
-        neuron_records: pl.DataFrame,
-        corpus: pl.DataFrame,
         subject_models: SubjectModels,
         llm: LLMClients,
         **upstream: pl.DataFrame,
     ):
-        excerpts = neuron_excerpts(top_k_excerpts, corpus)
+        excerpts = top_k_excerpts
         if round_number == 1:
             mine = upstream["explanations"].filter(
                 (pl.col("explainer") == explainer.name)
@@ -138,9 +170,7 @@ def round_assets(
         context.log.info(f"round {round_number}: revising {current.height} neurons")
         explainer_client, simulator_client = llm.client(explainer), llm.client(simulator)
         candidates = mining_candidates(
-            excerpts,
-            neuron_records=neuron_records if spec.mine_quantile_samples else None,
-            corpus=corpus if spec.mine_quantile_samples else None,
+            excerpts, neuron_records=upstream.get("neuron_records"), corpus=upstream.get("corpus")
         )
         counterexamples, found_calls, cited = find_counterexamples(
             round_number,
@@ -171,25 +201,37 @@ def round_assets(
                 audit_rows(revised, revise_calls, "revise", explainer.name),
             ]
         ).unique(["layer", "explainer", "call_id"], keep="first")
-        kept = int(revised["kept"].sum())
         # Each row names the versions of the tables it was computed from, as scores do.
-        read = ("corpus", *(("explanations", "scores") if round_number == 1 else ()))
+        read = ("explanations", "scores") if round_number == 1 else ()
         if round_number > 1:
-            read = (*read, f"revised_explanations_r{round_number - 1}")
+            read = (f"revised_explanations_r{round_number - 1}",)
         versions = upstream_versions(context, prefix, top_k_excerpts, *read)
         counterexamples = counterexamples.join(versions, on="layer", how="left")
         revised = revised.join(versions, on="layer", how="left")
-        yield dg.Output(calls, "revision_calls")
-        yield dg.Output(
-            counterexamples, "counterexamples", metadata={"rows": counterexamples.height}
+
+        def key(name: str) -> dg.AssetKey:
+            return dg.AssetKey([prefix, f"{name}_r{round_number}"])
+
+        yield table_output(
+            context, calls, output_name="revision_calls", asset_key=key("revision_calls")
         )
-        yield dg.Output(
+        yield table_output(
+            context,
+            counterexamples,
+            output_name="counterexamples",
+            asset_key=key("counterexamples"),
+        )
+        yield table_output(
+            context,
             revised,
-            "revised_explanations",
-            metadata={
-                "neurons": revised.height,
-                "kept": kept,
-                "llm_calls": len(found_calls) + len(revise_calls),
+            output_name="revised_explanations",
+            asset_key=key("revised_explanations"),
+            metadata={"llm_calls": len(found_calls) + len(revise_calls)},
+            per_partition=lambda rows: {
+                "kept": int(rows["kept"].sum()),
+                "mean_reported_score": dg.MetadataValue.float(
+                    float(rows["reported_score"].fill_nan(None).mean() or 0.0)
+                ),
             },
         )
 
@@ -214,12 +256,17 @@ def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDef
         ),
         kinds={"delta", "polars"},
     )
-    def summary(**revised: pl.DataFrame) -> pl.DataFrame:
-        return revision_summary(
+    def summary(context: dg.AssetExecutionContext, **revised: pl.DataFrame) -> dg.Output:
+        frame = revision_summary(
             pl.concat(list(revised.values()), how="diagonal_relaxed"),
             seed=settings.summaries.bootstrap_seed,
             samples=settings.summaries.bootstrap_samples,
         )
+        per_round = {
+            f"round_{k}": table_preview(frame.filter(pl.col("round") == k), rows=100)
+            for k in rounds
+        }
+        return table_output(context, frame, metadata=per_round)
 
     return summary
 

@@ -5,9 +5,9 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 import polars as pl
 
-from assets.common import summary_version
+from assets.common import summary_version, table_output, table_preview
 from autointerp.config.settings import ModelSpec, Settings
-from autointerp.score.compare import compare_explainers
+from autointerp.score.compare import compare_explainers, why_no_comparison
 from autointerp.score.summary import score_summary
 
 
@@ -18,6 +18,7 @@ def _view(
     description: str,
     inputs: Sequence[str],
     compute: Callable[..., pl.DataFrame],
+    why_empty: Callable[..., str] | None = None,
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[model.key_prefix, name],
@@ -27,8 +28,12 @@ def _view(
         description=description,
         kinds={"delta", "polars"},
     )
-    def view(**tables: pl.DataFrame) -> pl.DataFrame:
-        return compute(**tables)
+    def view(context: dg.AssetExecutionContext, **tables: pl.DataFrame) -> dg.Output:
+        frame = compute(**tables)
+        metadata = {"preview": table_preview(frame, 100)}
+        if frame.is_empty() and why_empty:
+            metadata["why_empty"] = why_empty(**tables)
+        return table_output(context, frame, metadata=metadata)
 
     return view
 
@@ -61,5 +66,6 @@ def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDef
             "how many neurons each wins — the data behind 'larger explainers score higher'.",
             ("scores",),
             lambda scores: compare_explainers(scores, **bootstrap),
+            why_no_comparison,
         ),
     ]

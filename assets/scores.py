@@ -10,16 +10,22 @@ from assets.common import (
     blocking_check,
     profiles_version,
     simulator_profiles,
+    table_output,
+    table_preview,
     validated,
 )
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.lineage.ids import explanation_id, simulation_id
+from autointerp.links import lineage_command, viewer_url
+from autointerp.score.histogram import histogram, histogram_svg, svg_data_uri
 from autointerp.score.scores import score
+from autointerp.score.summary import reported_scores, score_summary, top_neurons
 from autointerp.storage.schemas import SCORE_KEYS
 from autointerp.table_checks import out_of_range_scores, unscored_neurons
 from resources.delta_io import version_read
 
-LOGIC_VERSION = "scores-3"
+LOGIC_VERSION = "scores-4"
+TOP_NEURONS = 10
 
 
 def scores_asset(
@@ -42,18 +48,12 @@ def scores_asset(
                         "explainer",
                         "explainer_hash",
                         "sample",
+                        "explanation",
                         "call_ids",
+                        "explainer_calls_version",
                         "error",
                     ]
                 },
-            ),
-            # Read for the versions that go with the explanations and simulations read, so that
-            # lineage shows the calls as these scores saw them.
-            "explainer_calls": dg.AssetIn(
-                key=[prefix, "explainer_calls"], metadata={"columns": ["call_id"]}
-            ),
-            "simulator_calls": dg.AssetIn(
-                key=[prefix, "simulator_calls"], metadata={"columns": ["call_id"]}
             ),
         },
         partitions_def=layers,
@@ -88,8 +88,6 @@ def scores_asset(
         context: dg.AssetExecutionContext,
         simulations: pl.DataFrame,
         explanations: pl.DataFrame,
-        explainer_calls: pl.DataFrame,  # read for its version (see ins)
-        simulator_calls: pl.DataFrame,
     ):
         keys = active_keys(settings)
         simulations = simulations.filter(
@@ -112,8 +110,42 @@ def scores_asset(
             },
         )
         scored = scored.join(lineage(context, simulations, explanations), on=SCORE_KEYS, how="left")
-        yield dg.Output(scored)
+        yield table_output(
+            context, scored, per_partition=lambda rows: layer_report(rows, explanations)
+        )
         yield from results
+
+    def layer_report(rows: pl.DataFrame, explanations: pl.DataFrame) -> dict:
+        """One layer's reported scores (test split, top_and_random): their summary, histogram
+        and best neurons, each with its lineage command and viewer page."""
+        reported = reported_scores(rows)
+        summary = score_summary(rows)
+        report: dict = {"score_summary": table_preview(summary)}
+        if summary.height == 1:  # one explainer and simulator: numbers the UI can chart
+            first = summary.row(0, named=True)
+            report.update(
+                {
+                    name: dg.MetadataValue.float(float(first[name] or 0.0))
+                    for name in ("mean", "median", "p90")
+                }
+                | {"count_ge_0_8": int(first["count_ge_0_8"]), "neurons": int(first["neurons"])}
+            )
+        image = svg_data_uri(histogram_svg(histogram(reported["score"].drop_nulls().to_list())))
+        report["score_histogram"] = dg.MetadataValue.md(f"![ev_correlation, -1 to 1]({image})")
+        best = top_neurons(reported, explanations, TOP_NEURONS).with_columns(
+            lineage=pl.struct("layer", "neuron", "explainer").map_elements(
+                lambda r: lineage_command(model.name, r["layer"], r["neuron"], r["explainer"]),
+                return_dtype=pl.Utf8,
+            ),
+            viewer=pl.struct("layer", "neuron").map_elements(
+                lambda r: viewer_url(model.name, r["layer"], r["neuron"]), return_dtype=pl.Utf8
+            ),
+        )
+        report["top_neurons"] = table_preview(best, TOP_NEURONS)
+        if best.height:
+            report["best_neuron_viewer"] = dg.MetadataValue.url(best["viewer"][0])
+            report["best_neuron_lineage"] = dg.MetadataValue.text(best["lineage"][0])
+        return report
 
     def lineage(
         context: dg.AssetExecutionContext, simulations: pl.DataFrame, explanations: pl.DataFrame
@@ -121,7 +153,7 @@ def scores_asset(
         """Per simulated explanation: ids, call ids, upstream versions, run and code version."""
         read = {
             name: version_read(context, dg.AssetKey([prefix, name]))
-            for name in ("simulations", "explanations", "explainer_calls", "simulator_calls")
+            for name in ("simulations", "explanations")
         }
         return (
             simulations.group_by(SCORE_KEYS)
@@ -133,7 +165,10 @@ def scores_asset(
                 .sort()
                 .alias("simulation_call_ids"),
                 pl.col(
-                    "neuron_records_version", "top_k_excerpts_version", "corpus_version"
+                    "neuron_records_version",
+                    "top_k_excerpts_version",
+                    "corpus_version",
+                    "simulator_calls_version",
                 ).first(),
             )
             .join(
@@ -143,6 +178,7 @@ def scores_asset(
                     "explainer",
                     "explainer_hash",
                     "sample",
+                    "explainer_calls_version",
                     explanation_call_ids="call_ids",
                 ),
                 on=["layer", "neuron", "explainer", "explainer_hash", "sample"],
@@ -153,8 +189,6 @@ def scores_asset(
                 simulation_id=simulation_id(),
                 simulations_version=pl.lit(read["simulations"], dtype=pl.Int64),
                 explanations_version=pl.lit(read["explanations"], dtype=pl.Int64),
-                explainer_calls_version=pl.lit(read["explainer_calls"], dtype=pl.Int64),
-                simulator_calls_version=pl.lit(read["simulator_calls"], dtype=pl.Int64),
                 dagster_run_id=pl.lit(context.run_id),
                 code_version=pl.lit(code_version),
             )

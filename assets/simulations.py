@@ -9,17 +9,18 @@ from assets.common import (
     profiles_version,
     run_profiles,
     simulator_profiles,
+    table_output,
     upstream_versions,
 )
-from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
 from autointerp.score.floor import shuffled_scores
 from autointerp.simulate.simulations import simulate
 from autointerp.storage.hashing import content_hash
+from resources.delta_io import version_written
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "simulations-3"
+LOGIC_VERSION = "simulations-4"
 
 
 def simulations_assets(
@@ -42,9 +43,6 @@ def simulations_assets(
         ins={
             "explanations": dg.AssetIn(key=[prefix, "explanations"]),
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
-            "corpus": dg.AssetIn(
-                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
-            ),
         },
         outs={
             "simulations": dg.AssetOut(
@@ -88,10 +86,8 @@ def simulations_assets(
         context: dg.AssetExecutionContext,
         explanations: pl.DataFrame,
         top_k_excerpts: pl.DataFrame,
-        corpus: pl.DataFrame,
         llm: LLMClients,
     ):
-        excerpts = neuron_excerpts(top_k_excerpts, corpus)
         # The table holds every explainer's rows that were ever written; simulate the active ones.
         explanations = explanations.filter(
             pl.col("explainer").is_in(settings.profiles.active_explainers)
@@ -101,7 +97,7 @@ def simulations_assets(
             "simulate",
             profiles,
             llm,
-            lambda profile, **kw: simulate(profile, explanations, excerpts, **kw),
+            lambda profile, **kw: simulate(profile, explanations, top_k_excerpts, **kw),
         )
         shuffled, floor_calls, floor_usage = run_profiles(
             context,
@@ -111,30 +107,40 @@ def simulations_assets(
             lambda profile, **kw: shuffled_scores(
                 profile,
                 explanations,
-                excerpts,
+                top_k_excerpts,
                 neuron_sample=floor.floor_sample,
                 seed=floor.floor_seed,
                 **kw,
             ),
         )
         # The audit is written first: every call paid for is on record, even if the stage fails.
-        yield dg.Output(
+        calls_key = dg.AssetKey([prefix, "simulator_calls"])
+        yield table_output(
+            context,
             pl.concat([calls, floor_calls]).unique(["layer", "explainer", "call_id"]),
-            "simulator_calls",
+            output_name="simulator_calls",
+            asset_key=calls_key,
             metadata={**usage, **{f"floor_{key}": value for key, value in floor_usage.items()}},
         )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
-        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations", "corpus")
-        frame = frame.join(versions, on="layer")
-        errors = frame["error"].is_not_null().sum()
-        methods = dict(frame.group_by("method").len().iter_rows())
-        yield dg.Output(
-            frame,
-            "simulations",
-            metadata={**usage, "errors": int(errors), "methods": str(methods)},
+        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations")
+        frame = frame.join(versions, on="layer").with_columns(
+            simulator_calls_version=pl.lit(version_written(context, calls_key), dtype=pl.Int64)
         )
-        yield dg.Output(
-            shuffled, "shuffled_scores", metadata={"neurons": shuffled["neuron"].n_unique()}
+        methods = dict(frame.group_by("method").len().iter_rows())
+        yield table_output(
+            context,
+            frame,
+            output_name="simulations",
+            asset_key=dg.AssetKey([prefix, "simulations"]),
+            metadata={**usage, "methods": str(methods)},
+        )
+        yield table_output(
+            context,
+            shuffled,
+            output_name="shuffled_scores",
+            asset_key=dg.AssetKey([prefix, "shuffled_scores"]),
+            per_partition=lambda rows: {"neurons": rows["neuron"].n_unique()},
         )
 
     return simulate_layers

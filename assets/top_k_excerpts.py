@@ -1,37 +1,53 @@
 """top_k_excerpts[layer]: each neuron's excerpts in the reference splits (train / calibration /
-valid / test; top and random 1:1 in the scoring splits), one row per excerpt naming its split."""
+valid / test; top and random 1:1 in the scoring splits), one row per excerpt naming its split,
+with the excerpt's token strings: what every later stage reads, so none of them reads the corpus
+for its text."""
 
 import dagster as dg
 import polars as pl
 
+from assets.common import table_output
+from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.activations.splits import split_records
 from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
-LOGIC_VERSION = "top-k-excerpts-2"
+LOGIC_VERSION = "top-k-excerpts-3"
 
 
 def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    prefix = model.key_prefix
+
     @dg.asset(
-        key=[model.key_prefix, "top_k_excerpts"],
-        ins={"neuron_records": dg.AssetIn(key=[model.key_prefix, "neuron_records"])},
+        key=[prefix, "top_k_excerpts"],
+        ins={
+            "neuron_records": dg.AssetIn(key=[prefix, "neuron_records"]),
+            "corpus": dg.AssetIn(
+                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+            ),
+        },
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=model.key_prefix,
+        group_name=prefix,
         code_version=LOGIC_VERSION,
         description=(
-            "The reference method's splits of every neuron's excerpts: the explainer sees the "
-            "train top records; calibration, valid and test mix top and random records 1:1."
+            "The reference method's splits of every neuron's excerpts, with their tokens: the "
+            "explainer sees the train top records; calibration, valid and test mix top and "
+            "random records 1:1."
         ),
         metadata={"partition_column": "layer"},
         kinds={"delta", "polars"},
     )
     def top_k_excerpts(
-        context: dg.AssetExecutionContext, neuron_records: pl.DataFrame
-    ) -> pl.DataFrame:
-        read = version_read(context, dg.AssetKey([model.key_prefix, "neuron_records"]))
-        return split_records(neuron_records).with_columns(
-            neuron_records_version=pl.lit(read, dtype=pl.Int64)
-        )
+        context: dg.AssetExecutionContext, neuron_records: pl.DataFrame, corpus: pl.DataFrame
+    ) -> dg.Output:
+        read = {
+            f"{name}_version": pl.lit(
+                version_read(context, dg.AssetKey([prefix, name])), dtype=pl.Int64
+            )
+            for name in ("neuron_records", "corpus")
+        }
+        frame = neuron_excerpts(split_records(neuron_records), corpus).with_columns(**read)
+        return table_output(context, frame)
 
     return top_k_excerpts

@@ -12,13 +12,9 @@ from pathlib import Path
 import polars as pl
 
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
-from autointerp.errors import AutointerpError, InputError
+from autointerp.errors import AutointerpError, ConfigError, InputError
 from autointerp.storage.delta import read_table
 from pipelines.refresh import contiguous
-
-# Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
 
 # The layer-partitioned assets, materialized together per range of layers: one run, one pass.
 LAYER_ASSETS = [
@@ -52,13 +48,6 @@ def parse_layers(text: str | None, model: ModelSpec) -> list[int]:
     return sorted(layers)
 
 
-def _root_cause(error) -> str:
-    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain)."""
-    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
-        error = error.cause
-    return error.message.strip()
-
-
 def _environment(settings: Settings) -> None:
     """Point Dagster at the project's instance, with telemetry off (the network is not assumed)."""
     prepare_home(settings.home)
@@ -70,63 +59,22 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-class Materializer:
-    """Runs materializations of one model's graph in the project's Dagster instance."""
+def materializer(settings: Settings, model: ModelSpec, command: str):
+    """Runs of `model`'s graph through the code location's job, refused up front for a model
+    that cannot run in these settings (its weights on the hub while the hub is off)."""
+    from autointerp.activations.subject_model import hub_refusal
+    from pipelines.runs import Materializer
 
-    def __init__(self, settings: Settings, model: ModelSpec) -> None:
-        import dagster as dg
-
-        from assets import model_assets
-        from pipelines.definitions import resources
-
-        self.settings, self.model = settings, model
-        self.assets = model_assets(settings, model)
-        self.instance = dg.DagsterInstance.get()
-        self.resources = resources(settings)
-
-    def key(self, name: str):
-        import dagster as dg
-
-        return dg.AssetKey([self.model.key_prefix, name])
-
-    def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
-        import dagster as dg
-
-        tags = {}
-        if partitions:
-            tags = {
-                "dagster/asset_partition_range_start": partitions[0],
-                "dagster/asset_partition_range_end": partitions[1],
-            }
-        result = dg.materialize(
-            self.assets,
-            selection=keys,
-            instance=self.instance,
-            resources=self.resources,
-            run_config={**QUIET_LOGS, **(config or {})},
-            tags=tags,
-            raise_on_error=False,
-        )
-        if not result.success:
-            errors = [
-                _root_cause(event.step_failure_data.error)
-                for event in result.get_step_failure_events()
-                if event.step_failure_data.error
-            ]
-            raise SystemExit(f"autointerp: run {result.run_id} failed: " + "; ".join(errors))
-        names = ", ".join(key.path[-1] for key in keys)
-        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
-        print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
-
-    def corpus_config(self, max_excerpts: int | None) -> dict:
-        op = f"{self.model.key_prefix}__corpus"
-        return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
+    refusal = hub_refusal(model, settings.allow_hub)
+    if refusal:
+        raise ConfigError(refusal)
+    return Materializer(settings, model, command)
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
-    materialize = Materializer(settings, model)
+    materialize = materializer(settings, model, "run")
     materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
     rounds = range(1, settings.revisions.rounds + 1)
     per_layer = LAYER_ASSETS + [
@@ -143,32 +91,14 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
-    """Materialize what is unsynced or missing, in dependency order, per partition."""
-    from pipelines.refresh import refresh
+    """Recompute what is out of date, in dependency order: the plan the UI's refresh job runs."""
+    from pipelines.refresh import execute, plan_refresh
 
     model = settings.model(args.model)
-    materialize = Materializer(settings, model)
-    corpus_excerpts = _last_corpus_size(materialize)
-
-    def run(keys: list, partitions: tuple[str, str] | None) -> None:
-        # A stale corpus is rebuilt with the sample size it last had, not the whole source.
-        config = (
-            materialize.corpus_config(corpus_excerpts)
-            if materialize.key("corpus") in keys
-            else None
-        )
-        materialize(keys, partitions, config)
-
-    report = refresh(materialize.instance, materialize.assets, run)
-    print("\n".join(report.lines()))
-
-
-def _last_corpus_size(materialize: Materializer) -> int | None:
-    event = materialize.instance.get_latest_materialization_event(materialize.key("corpus"))
-    if event is None or event.asset_materialization is None:
-        return None
-    value = event.asset_materialization.metadata.get("max_excerpts")
-    return value.value if value is not None and isinstance(value.value, int) else None
+    materialize = materializer(settings, model, "refresh")
+    plan = plan_refresh(materialize.instance, materialize.assets)
+    print("\n".join(plan.lines()))
+    execute(plan, materialize)
 
 
 def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:

@@ -25,9 +25,19 @@ DEFAULT_PARTITION_COLUMN = "layer"
 _versions_read: dict[tuple[str, dg.AssetKey], int | None] = {}
 
 
+# The Delta version each output was written as, by (run id, asset key): a multi-asset writes its
+# audit table first, and its main table's rows name the audit's version.
+_versions_written: dict[tuple[str, dg.AssetKey], int] = {}
+
+
 def version_read(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> int | None:
     """The Delta version at which this run's step read the input `asset_key`."""
     return _versions_read.get((context.run_id, asset_key))
+
+
+def version_written(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> int | None:
+    """The Delta version this run's step wrote `asset_key` as (an output it already yielded)."""
+    return _versions_written.get((context.run_id, asset_key))
 
 
 class DeltaIOManager(dg.ConfigurableIOManager):
@@ -41,7 +51,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         column: str | None = None
         partitions: Sequence[str] | None = None
         if context.has_asset_partitions:
-            column = _partition_column(context.definition_metadata)
+            column = partition_column(context.definition_metadata)
             partitions = sorted(context.asset_partition_keys, key=_layer_order)
         code_version = context.asset_spec.code_version
         version = delta.write_partitions(
@@ -57,13 +67,16 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             },
             storage_options=self.storage_options,
         )
+        _versions_written[(context.run_id, context.asset_key)] = version
+        # What every layer of this write shares; each layer's own row count and statistics
+        # come from the asset (assets/common.py `table_output`), per partition.
         context.add_output_metadata(
             {
                 "delta_version": version,
-                "row_count": obj.height,  # of every partition this step wrote
-                "dagster/row_count": obj.height,  # the key the UI charts
-                "table_uri": uri,
-                **({"partitions": ",".join(partitions)} if partitions else {}),
+                "dagster/row_count": obj.height,
+                "dagster/column_schema": column_schema(obj),
+                "dagster/uri": uri,
+                "table_uri": _location(uri),
             }
         )
 
@@ -73,7 +86,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         partitions: Sequence[str] | None = None
         if context.has_asset_partitions:
             upstream = context.upstream_output
-            column = _partition_column(upstream.definition_metadata if upstream else {})
+            column = partition_column(upstream.definition_metadata if upstream else {})
             partitions = context.asset_partition_keys
         # Pin the version first, so the version recorded is the one read.
         version = delta.table_version(uri, self.storage_options)
@@ -98,10 +111,23 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         return self.root_uri.rstrip("/") + "/" + "/".join(asset_key.path)
 
 
-def _partition_column(metadata: Mapping[str, Any]) -> str:
+def partition_column(metadata: Mapping[str, Any]) -> str:
+    """The partition column an asset's definition metadata names (default "layer")."""
     value = metadata.get("partition_column", DEFAULT_PARTITION_COLUMN)
     # Definition metadata may arrive raw or wrapped in a MetadataValue.
     return str(getattr(value, "value", value))
+
+
+def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
+    """The table's columns and their types, as the UI lists them (`dagster/column_schema`)."""
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+
+
+def _location(uri: str) -> dg.MetadataValue:
+    """A local table as a path the UI offers to copy; one in an object store as its URL."""
+    return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
 
 
 def _replace_within(metadata: Mapping[str, Any]) -> dict[str, list[str]] | None:

@@ -137,14 +137,28 @@ def tiny_env(tmp_path, tiny_model_dir, monkeypatch) -> Path:
 
 
 def statuses(home) -> dict[str, dict[str, str]]:
-    """Dagster's own view: each asset's stale status per layer, read through the instance."""
+    """Each asset's status per layer in Dagster's words (FRESH, STALE, MISSING; "None" for an
+    unpartitioned asset), as the refresh plan reads it from the instance."""
     from assets import model_assets
-    from pipelines.refresh import stale_statuses
+    from pipelines.staleness import Materializations, graph_nodes, partitions_of, stale_causes
 
     settings = load_settings()
+    nodes = graph_nodes(model_assets(settings, settings.model("tiny")))
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        found = stale_statuses(instance, model_assets(settings, settings.model("tiny")))
-    return {key.path[-1]: {str(p): s.value for p, s in per.items()} for key, per in found.items()}
+        state = Materializations(instance, nodes)
+        return {
+            key.path[-1]: {
+                str(p): (
+                    "MISSING"
+                    if not state.exists(key, p)
+                    else "STALE"
+                    if stale_causes(state, key, p)
+                    else "FRESH"
+                )
+                for p in partitions_of(node)
+            }
+            for key, node in nodes.items()
+        }
 
 
 CHROMIUM = Path("/usr/bin/chromium")

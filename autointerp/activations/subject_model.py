@@ -209,6 +209,19 @@ def _weights_hash(folder: Path, cache_dir: Path) -> str:
     return known[key]
 
 
+def hub_refusal(spec: ModelSpec, allow_hub: bool) -> str | None:
+    """Why `spec` cannot be loaded in these settings (its weights are on the hub, which is off),
+    or None when it can."""
+    if spec.hf_id is None or spec.gguf or spec.path or allow_hub:
+        return None
+    return (
+        f"model {spec.name!r} comes from the Hugging Face hub ({spec.hf_id}), which is off "
+        "by default. Allow it with AUTOINTERP_ALLOW_HUB=1 or `allow_hub = true` under "
+        "[autointerp] in autointerp.toml, or declare the model with `path = ` a local "
+        "folder written by save_pretrained."
+    )
+
+
 def load_subject_model(
     spec: ModelSpec, *, cache_dir: Path, downloads: Path, allow_hub: bool
 ) -> SubjectModel:
@@ -226,13 +239,9 @@ def load_subject_model(
     elif spec.path:
         source, options = _local_folder(spec), {"local_files_only": True}
     else:
-        if not allow_hub:
-            raise ConfigError(
-                f"model {spec.name!r} comes from the Hugging Face hub ({spec.hf_id}), which is off "
-                "by default. Allow it with AUTOINTERP_ALLOW_HUB=1 or `allow_hub = true` under "
-                "[autointerp] in autointerp.toml, or declare the model with `path = ` a local "
-                "folder written by save_pretrained."
-            )
+        refusal = hub_refusal(spec, allow_hub)
+        if refusal:
+            raise ConfigError(refusal)
         # Hub downloads stay under the project's data folder, like everything else it writes.
         source, options = str(spec.hf_id), {"cache_dir": str(cache_dir / "hub")}
     config = _checked_config(spec, source, options)

@@ -50,10 +50,29 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; the summaries
-        event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
-        metadata = event.asset_materialization.metadata
-        assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128
+        runs = instance.get_runs()
+        assert len(runs) == 3  # corpus; layers 0-1; the summaries
+        # Runs of the code location's job, tagged, so the UI can show and re-execute them.
+        assert {run.job_name for run in runs} == {"tiny_graph"}
+        assert {run.tags.get("autointerp/layers") for run in runs} == {None, "0-1"}
+        assert {run.tags["autointerp/command"] for run in runs} == {"run"}
+        # Each layer's materialization carries its own metadata, the write's shared.
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey(["tiny", "scores"]), asset_partitions=["1"]), 1
+        ).records
+        metadata = record.asset_materialization.metadata
+        assert metadata["dagster/row_count"].value == 64 * 3 * 3  # neurons x splits x kinds
+        assert -1 <= metadata["mean"].value <= 1 and metadata["neurons"].value == 64
+        assert (
+            metadata["top_neurons"]
+            .value.records[0]
+            .data["lineage"]
+            .startswith("autointerp lineage --model tiny --layer 1 --neuron ")
+        )
+        assert "data:image/svg+xml;base64," in metadata["score_histogram"].value
+        columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
+        assert "ev_correlation" in columns and "dagster_run_id" in columns
+        assert metadata["table_uri"].value == str(home / "delta/tiny/scores")
 
     # A later run of one layer leaves the other's files byte-identical.
     layer0 = files_of(home / "delta/tiny/neuron_records/layer=0")

@@ -1,28 +1,25 @@
-"""The Dagster UI on the project's instance: it sees the staleness the CLI sees, and a refresh
-launched through it brings the unsynced assets back in sync.
+"""The Dagster UI as a user drives it: after a profile change and "Reload definitions" it shows
+which layers of which assets are out of date, and the one refresh action recomputes exactly those.
 
-A real `dagster dev -w workspace.yaml` is started on 127.0.0.1 with DAGSTER_HOME under
-AUTOINTERP_HOME (as `make ui` does) and driven through its GraphQL API, the one the UI's pages
-and buttons call.
+A real `dagster dev -w workspace.yaml` is started on a free loopback port with DAGSTER_HOME under
+AUTOINTERP_HOME (as `make ui` does) and driven with Playwright over Debian's Chromium; what it
+did is read back through its GraphQL API. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+from playwright.sync_api import expect
 
+from assets import model_assets
 from autointerp.config.settings import PROJECT_ROOT, load_settings
-from pipelines.cli import LAYER_ASSETS, main
-from pipelines.definitions import records_job_name
+from autointerp.testing.dagster_dev import DagsterDev
+from pipelines.cli import main
+from pipelines.refresh import plan_refresh
+from pipelines.runs import COMMAND_TAG, REFRESH_RUN_TAG
 from tests.conftest import statuses, write_config, write_text_corpus
 
 PROFILES = """
@@ -40,6 +37,17 @@ rounds = 0
 """
 
 LOCATION = "pipelines.definitions"  # a python_module location is named after its module
+LAYERS = ["0", "1"]
+# What a simulator change makes out of date: the simulator's own assets in both layers, and the
+# summaries that follow from them; never the activations or the explanations.
+STALE_ASSETS = ["simulations", "simulator_calls", "shuffled_scores", "scores"]
+EXPECTED = {(name, layer) for name in STALE_ASSETS for layer in LAYERS} | {
+    ("score_summary", None),
+    ("compare", None),
+}
+SERVER_START_S = 300
+WAIT_S = 300
+
 NODES_QUERY = """
 {
   assetNodes(group: {groupName: "tiny", repositoryName: "__repository__",
@@ -49,7 +57,7 @@ NODES_QUERY = """
   }
 }
 """
-# What the asset graph shows: per layer for the partitioned assets, one status for the others.
+# Dagster's own view: per layer for the partitioned assets, one status for the others.
 STALE_QUERY = """
 query Stale($partitioned: [AssetKeyInput!], $whole: [AssetKeyInput!], $layers: [String!]) {
   partitioned: assetNodes(assetKeys: $partitioned) {
@@ -62,66 +70,32 @@ query Stale($partitioned: [AssetKeyInput!], $whole: [AssetKeyInput!], $layers: [
   }
 }
 """
-LAYERS = ["0", "1"]
-LOCATION_QUERY = """
-{
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
+STATUS_QUERY = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+RUNS_QUERY = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs {
+      results {
+        runId
+        jobName
+        status
+        assetMaterializations { assetKey { path } partition }
       }
     }
   }
 }
 """
-# The assets the UI's "Materialize unsynced" picks after a simulator profile changed.
-STALE_ASSETS = ["simulations", "simulator_calls", "shuffled_scores", "scores"]
-SERVER_START_S = 120
-RUN_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_location(client: DagsterGraphQLClient, server: subprocess.Popen, log: Path) -> None:
-    """Until the webserver answers and the code location has loaded (bounded)."""
-    deadline = time.monotonic() + SERVER_START_S
-    last = None
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            last = client._execute(LOCATION_QUERY)["workspaceOrError"]
-        except DagsterGraphQLClientError:
-            time.sleep(0.5)
-            continue
-        entries = {e["name"]: e for e in last.get("locationEntries", [])}
-        entry = entries.get(LOCATION)
-        if entry and entry["loadStatus"] == "LOADED":
-            error = entry["locationOrLoadError"]
-            assert error["__typename"] == "RepositoryLocation", error
-            return
-        time.sleep(0.5)
-    pytest.fail(
-        f"code location not loaded in {SERVER_START_S} s: {last}\n{log.read_text()[-4000:]}"
-    )
-
-
-def ui_statuses(client: DagsterGraphQLClient) -> dict[str, dict[str, str]]:
+def ui_statuses(dev: DagsterDev) -> dict[str, dict[str, str]]:
     """Each asset's stale status per layer ("None" for an unpartitioned one), read as the UI
-    reads it; the same shape as `tests.test_refresh.statuses`."""
-    nodes = client._execute(NODES_QUERY)["assetNodes"]
+    reads it; the same shape as `tests.conftest.statuses`."""
+    nodes = dev.graphql(NODES_QUERY)["assetNodes"]
     keys = {
         flag: [{"path": n["assetKey"]["path"]} for n in nodes if n["isPartitioned"] is flag]
         for flag in (True, False)
     }
-    data = client._execute(
+    data = dev.graphql(
         STALE_QUERY, {"partitioned": keys[True], "whole": keys[False], "layers": LAYERS}
     )
     view = {
@@ -132,34 +106,34 @@ def ui_statuses(client: DagsterGraphQLClient) -> dict[str, dict[str, str]]:
     return view
 
 
-def materialized(home: Path, run_id: str) -> set[tuple[str, str]]:
-    """(asset, layer) of every materialization the run recorded in the project's instance."""
-    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        records = instance.get_records_for_run(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records
+def runs(dev: DagsterDev, tags: dict[str, str] | None = None) -> list[dict]:
+    flt = {"tags": [{"key": k, "value": v} for k, v in tags.items()]} if tags else {}
+    return dev.graphql(RUNS_QUERY, {"filter": flt})["runsOrError"]["results"]
+
+
+def run_status(dev: DagsterDev, run_id: str) -> str:
+    return dev.graphql(STATUS_QUERY, {"id": run_id})["runOrError"]["status"]
+
+
+def materialized(found: list[dict]) -> set[tuple[str, str | None]]:
     return {
-        (
-            r.event_log_entry.dagster_event.asset_key.path[-1],
-            r.event_log_entry.dagster_event.partition,
-        )
-        for r in records
+        (m["assetKey"]["path"][-1], m["partition"])
+        for run in found
+        for m in run["assetMaterializations"]
     }
 
 
-def wait_for_run(client: DagsterGraphQLClient, run_id: str) -> str:
-    deadline = time.monotonic() + RUN_S
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id).value
-        if status in {"SUCCESS", "FAILURE", "CANCELED"}:
-            return status
-        time.sleep(0.5)
-    pytest.fail(f"run {run_id} not finished in {RUN_S} s (last status {status})")
+def check_text(page, base: str, asset: str) -> str:
+    """The latest evaluation of an asset's up_to_date check, as its Checks tab shows it."""
+    page.goto(f"{base}/assets/tiny/{asset}?view=checks")
+    page.get_by_text("up_to_date").first.click()
+    page.wait_for_timeout(1500)
+    return page.inner_text("body")
 
 
 @pytest.fixture
 def project(tmp_path, tiny_model_dir, monkeypatch):
-    """A tiny project with layers 0-1 materialized by the CLI, and a function to edit its
+    """A tiny project with two layers materialized by the CLI, and a function to edit its
     simulator profile."""
     corpus = write_text_corpus(tmp_path / "corpus")
     config = tmp_path / "autointerp.toml"
@@ -181,72 +155,107 @@ def project(tmp_path, tiny_model_dir, monkeypatch):
     return calibrate, home, tmp_path
 
 
-def test_ui_sees_unsynced_assets_and_launches_their_refresh(project):
-    calibrate, home, tmp_path = project
-    assert all(v == "FRESH" for per in statuses(home).values() for v in per.values())
-
-    # Calibrating the simulator changes its profile hash: simulations and scores turn unsynced,
-    # explanations and everything upstream of them stay in sync.
-    calibrate(True)
-    cli_view = statuses(home)
-    assert cli_view["simulations"] == {"0": "STALE", "1": "STALE"}
-
-    port = free_port()
+@pytest.fixture
+def dagster_dev(project):
+    """`dagster dev` on this project, on a free loopback port, running this checkout's code."""
+    _calibrate, _home, tmp_path = project
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     log = tmp_path / "dagster-dev.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "dev",
-                "-w",
-                "workspace.yaml",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            cwd=PROJECT_ROOT,
-            env=dict(os.environ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
-        wait_for_location(client, server, log)
+    with DagsterDev(PROJECT_ROOT, env, log, LOCATION, SERVER_START_S) as dev:
+        yield dev
 
-        # The UI reads the same staleness as the CLI.
-        ui_view = ui_statuses(client)
-        unsynced = {name for name, per in ui_view.items() if "STALE" in per.values()}
-        assert unsynced == set(STALE_ASSETS), ui_view
-        for name in STALE_ASSETS:
-            assert ui_view[name] == {"0": "STALE", "1": "STALE"}, (name, ui_view)
-        for name in ("neuron_records", "top_k_excerpts", "explanations", "explainer_calls"):
-            assert ui_view[name] == {"0": "FRESH", "1": "FRESH"}, (name, ui_view)
-        assert ui_view == cli_view
 
-        # Launch the refresh through the webserver: the unsynced assets, layers 0-1, one run.
-        run_id = client.submit_job_execution(
-            records_job_name(load_settings().model("tiny")),
-            repository_location_name=LOCATION,
-            repository_name="__repository__",
-            asset_selection=[["tiny", name] for name in STALE_ASSETS],
-            tags={
-                "dagster/asset_partition_range_start": "0",
-                "dagster/asset_partition_range_end": "1",
-            },
-        )
-        status = wait_for_run(client, run_id)
-        assert status == "SUCCESS", f"run {run_id}: {status}\n{log.read_text()[-4000:]}"
+def test_the_ui_shows_what_is_out_of_date_and_refreshes_exactly_that(
+    project, dagster_dev, browser, artifacts
+):
+    calibrate, home, _tmp_path = project
+    dev, base = dagster_dev, dagster_dev.url
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    # Dismiss the community sign-up dialog the UI shows on a first visit.
+    context.add_init_script("localStorage.setItem('communityNux', JSON.stringify('1'))")
+    page = context.new_page()
+    page.set_default_timeout(60_000)
 
-        # In sync again, in the UI's eyes and the CLI's.
-        ui_view = ui_statuses(client)
-        for name in LAYER_ASSETS:
-            assert ui_view[name] == {"0": "FRESH", "1": "FRESH"}, (name, ui_view)
-        # Staleness is not transitive: the summaries turn unsynced only now that scores changed.
-        assert ui_view["score_summary"] == ui_view["compare"] == {"None": "STALE"}
-        assert ui_view == statuses(home)
-        assert materialized(home, run_id) == {(n, layer) for n in STALE_ASSETS for layer in LAYERS}
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)  # dagster dev's own shutdown ignores SIGTERM
-        server.wait(timeout=30)
+    # The two layers the CLI materialized are runs of the code location's job, tagged, and
+    # re-executable here.
+    [cli_run] = [
+        run for run in runs(dev, {COMMAND_TAG: "run"}) if ("scores", "1") in materialized([run])
+    ]
+    assert cli_run["jobName"] == "tiny_graph"
+    page.goto(f"{base}/runs/{cli_run['runId']}")
+    expect(page.get_by_role("button", name="Re-execute all")).to_be_enabled(timeout=60_000)
+    page.screenshot(path=artifacts / "ui-1-cli-run.png")
+    assert all(v == "FRESH" for per in ui_statuses(dev).values() for v in per.values())
+
+    # Calibrating the simulator changes its profile hash. Reload definitions, as a user would.
+    calibrate(True)
+    page.goto(f"{base}/locations")
+    page.get_by_role("button", name="Reload").first.click()
+    dev.wait_for(
+        lambda: ui_statuses(dev)["simulations"] == {"0": "STALE", "1": "STALE"},
+        "simulations unsynced after the reload",
+        WAIT_S,
+    )
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        settings = load_settings()
+        plan = plan_refresh(instance, model_assets(settings, settings.model("tiny")))
+    assert {(key.path[-1], p) for key, p in plan.pairs()} == EXPECTED
+    assert ui_statuses(dev) == statuses(home)  # the plan reads staleness as Dagster does
+
+    # The UI shows which layers are out of date: each such asset's up_to_date check fails and
+    # names them (the sensor that dagster dev's daemon runs reports it within seconds).
+    shown = dev.wait_for(
+        lambda: (
+            (text := check_text(page, base, "simulations"))
+            and "out of date: layers 0, 1 (code version changed)" in text
+            and text
+        ),
+        "the failing up_to_date check of simulations",
+        WAIT_S,
+        every=3,
+    )
+    assert "Launch the job tiny_refresh" in shown
+    page.screenshot(path=artifacts / "ui-2-out-of-date-check.png")
+    summary = check_text(page, base, "score_summary")
+    assert "out of date: follows tiny/scores, tiny/shuffled_scores" in summary
+    assert "in sync" in check_text(page, base, "explanations")
+
+    # The one action: launch the refresh job from its Launchpad.
+    page.goto(f"{base}/locations/{LOCATION}/jobs/tiny_refresh/playground")
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url("**/runs/**")
+    refresh_id = page.url.rstrip("/").split("/")[-1]
+    status = dev.wait_for(
+        lambda: (
+            (found := run_status(dev, refresh_id)) in {"SUCCESS", "FAILURE", "CANCELED"} and found
+        ),
+        f"the end of refresh run {refresh_id}",
+        WAIT_S,
+        every=2,
+    )
+    assert status == "SUCCESS", dev.tail()
+    page.reload()
+    page.wait_for_timeout(2000)
+    page.screenshot(path=artifacts / "ui-3-refresh-run.png")
+
+    # Through GraphQL: the refresh recomputed exactly the planned (asset, layer) pairs, layers
+    # 0-1 of the four assets in one run and the summaries after them, and nothing else ran.
+    children = runs(dev, {REFRESH_RUN_TAG: refresh_id})
+    assert materialized(children) == EXPECTED
+    assert len(children) == 2 and {run["jobName"] for run in children} == {"tiny_graph"}
+    others = {run["runId"] for run in runs(dev)} - {
+        run["runId"] for run in runs(dev, {COMMAND_TAG: "run"})
+    }
+    assert others == {refresh_id, *(run["runId"] for run in children)}
+    assert all(v == "FRESH" for per in ui_statuses(dev).values() for v in per.values())
+    dev.wait_for(
+        lambda: "in sync" in check_text(page, base, "simulations"),
+        "the up_to_date check of simulations passing again",
+        WAIT_S,
+        every=3,
+    )
+    # Each layer's own metadata, its score histogram drawn from a data URI.
+    page.goto(f"{base}/assets/tiny/scores?view=partitions&partition=1")
+    expect(page.get_by_text("count_ge_0_8")).to_be_visible()
+    page.screenshot(path=artifacts / "ui-4-scores-layer-1.png")
+    context.close()

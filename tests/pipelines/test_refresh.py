@@ -90,7 +90,15 @@ def test_switching_explainers_recomputes_only_what_depends_on_them(scenario, cap
     before = run_ids(home)
     main(["refresh"])
     assert run_ids(home) == before
-    assert "recomputed" not in capsys.readouterr().out
+    assert "out of date" not in capsys.readouterr().out
+
+    # Rerunning one layer (a run of its own, where the first covered both) writes the same
+    # rows: their data versions stay, and nothing downstream turns stale.
+    main(["run", "--layers", "1", "--excerpts", "60"])
+    assert statuses(home) == fresh
+    before = run_ids(home)
+    main(["refresh"])
+    assert run_ids(home) == before
 
     # Switch to explainer B: explanations turn unsynced for every layer; activations stay in sync.
     use("scripted")
@@ -101,7 +109,12 @@ def test_switching_explainers_recomputes_only_what_depends_on_them(scenario, cap
     before = run_ids(home)
     main(["refresh"])
     out = capsys.readouterr().out
-    assert "recomputed tiny/explainer_calls, tiny/explanations: 0 (stale), 1 (stale)" in out
+    assert (
+        "out of date tiny/explainer_calls, tiny/explanations: layers 0, 1 (code version changed)"
+        in out
+    )
+    assert "out of date tiny/scores: layers 0, 1 (code version changed)" in out
+    assert "out of date tiny/score_summary: follows tiny/scores, tiny/shuffled_scores" in out
     assert "skipped tiny/neuron_records: in sync" in out
     touched = materialized_assets(home, before)
     assert touched == {
@@ -176,5 +189,5 @@ def test_refresh_leaves_layers_never_captured_alone(scenario, capsys):
     before = run_ids(home)
     main(["refresh"])
     assert run_ids(home) == before
-    assert "recomputed" not in capsys.readouterr().out
+    assert "out of date" not in capsys.readouterr().out
     assert statuses(home)["neuron_records"] == {"0": "FRESH", "1": "MISSING"}

@@ -1,0 +1,117 @@
+"""Runs of a model's graph in this process, through the code location's own `<model>_graph` job:
+each run is named and tagged (model, layers, command), appears in the UI's runs and timeline
+beside those launched there, and can be re-executed from it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+import dagster as dg
+
+from autointerp.config.settings import ModelSpec, Settings
+from autointerp.errors import AutointerpError
+
+# Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+MODEL_TAG = "autointerp/model"
+LAYERS_TAG = "autointerp/layers"
+COMMAND_TAG = "autointerp/command"
+# On the runs a refresh launched from the UI made: the id of that refresh run.
+REFRESH_RUN_TAG = "autointerp/refresh_run"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+class RunFailed(AutointerpError):
+    """A run of the graph failed; the message names the run and the root causes."""
+
+
+def graph_job_name(model: ModelSpec) -> str:
+    return f"{model.key_prefix}_graph"
+
+
+def refresh_job_name(model: ModelSpec) -> str:
+    return f"{model.key_prefix}_refresh"
+
+
+def run_tags(model: ModelSpec, command: str, partitions: tuple[str, str] | None = None) -> dict:
+    tags = {MODEL_TAG: model.name, COMMAND_TAG: command}
+    if partitions:
+        low, high = partitions
+        tags[LAYERS_TAG] = low if low == high else f"{low}-{high}"
+        tags[RANGE_START_TAG], tags[RANGE_END_TAG] = low, high
+    return tags
+
+
+class Materializer:
+    """Runs materializations of one model's graph in `instance` (default: DAGSTER_HOME's)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelSpec,
+        command: str,
+        *,
+        instance: dg.DagsterInstance | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        from pipelines.location import build_definitions
+
+        self.settings, self.model, self.command = settings, model, command
+        definitions = build_definitions(settings, models=[model])
+        self.job = definitions.resolve_job_def(graph_job_name(model))
+        self.assets = [a for a in definitions.assets if isinstance(a, dg.AssetsDefinition)]
+        self.instance = instance or dg.DagsterInstance.get()
+        self.extra_tags = dict(tags or {})
+
+    def key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.model.key_prefix, name])
+
+    def __call__(
+        self,
+        keys: list[dg.AssetKey],
+        partitions: tuple[str, str] | None = None,
+        config: dict | None = None,
+    ) -> str:
+        """Materialize `keys` (over one range of layers), print the run id, return it."""
+        if config is None and self.key("corpus") in keys:
+            # A corpus rebuilt by a refresh keeps the sample size it last had.
+            config = self.corpus_config(self.last_corpus_size())
+        result = self.job.execute_in_process(
+            run_config={**QUIET_LOGS, **(config or {})},
+            instance=self.instance,
+            asset_selection=keys,
+            tags={**run_tags(self.model, self.command, partitions), **self.extra_tags},
+            raise_on_error=False,
+        )
+        if not result.success:
+            errors = [
+                _root_cause(event.step_failure_data.error)
+                for event in result.get_step_failure_events()
+                if event.step_failure_data.error
+            ]
+            raise RunFailed(f"run {result.run_id} failed: " + "; ".join(errors))
+        names = ", ".join(key.path[-1] for key in keys)
+        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
+        print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
+        return result.run_id
+
+    def corpus_config(self, max_excerpts: int | None) -> dict:
+        op = f"{self.model.key_prefix}__corpus"
+        return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
+
+    def last_corpus_size(self) -> int | None:
+        event = self.instance.get_latest_materialization_event(self.key("corpus"))
+        if event is None or event.asset_materialization is None:
+            return None
+        value = event.asset_materialization.metadata.get("max_excerpts")
+        return value.value if value is not None and isinstance(value.value, int) else None
+
+
+def _root_cause(error) -> str:
+    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain)."""
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return error.message.strip()

@@ -54,6 +54,6 @@ def neuron_records_asset(
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
-        return frame
+        return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
 
     return neuron_records

@@ -276,7 +276,7 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
             error=found["error"],
         )
     excerpt_ids = {*simulations["excerpt_id"].to_list(), *shown["excerpt_id"].to_list()}
-    texts = _texts(tables, versions["corpus"], excerpt_ids)
+    texts = _texts(tables, versions["corpus"], excerpt_ids, _first(rows, "corpus_id"))
     simulation_call_ids = sorted({i for ids in simulations["call_ids"].to_list() for i in ids})
     return ScoreChain(
         explainer=key["explainer"],
@@ -330,13 +330,17 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
     )
 
 
-def _texts(tables: _Tables, version: int | None, excerpt_ids: set[int]) -> dict[int, str]:
-    """Each excerpt's text; the corpus is one unpartitioned table, read once per version."""
+def _texts(
+    tables: _Tables, version: int | None, excerpt_ids: set[int], corpus_id: str | None
+) -> dict[int, str]:
+    """Each excerpt's text, from the corpus the score names (several live side by side in the
+    corpus table, keyed by corpus_id; a score that names none reads the whole table)."""
     if version is None or not excerpt_ids:
         return {}
-    corpus = tables.read("corpus", version, ["excerpt_id", "text"], partitioned=False)
+    where = pl.col("corpus_id") == corpus_id if corpus_id is not None else None
+    corpus = tables.read("corpus", version, ["excerpt_id", "text"], partitioned=False, where=where)
     found = corpus.filter(pl.col("excerpt_id").is_in(list(excerpt_ids)))
-    return dict(found.iter_rows())
+    return dict(found.select("excerpt_id", "text").iter_rows())
 
 
 def _calls(

@@ -323,3 +323,37 @@ def test_each_commit_records_what_it_replaced(tmp_path):
     assert replaced_rows(second) == {"layer": ["0", "1"], "explainer": ["a", "o'b"]}
     assert replaced_rows(newest) == {}  # the whole table
     assert replaced_rows({"operation": "WRITE"}) is None  # a commit that recorded nothing
+
+
+def test_a_writer_that_loses_the_race_rereads_and_reapplies(tmp_path, monkeypatch):
+    """Two writers opened on the same table version replace the same layer: the second commit
+    conflicts, re-reads the table and applies its write on top of the first one's."""
+    from autointerp.storage import delta
+
+    uri = str(tmp_path / "t")
+    frame = pl.DataFrame({"layer": [0, 1], "x": [0, 0]})
+    write_partitions(
+        uri, frame, partition_column="layer", partitions=["0", "1"], commit_metadata={}
+    )
+    stale = delta._open(uri, None)  # opened before the other writer commits
+    layer0 = frame.head(1)
+    write_partitions(
+        uri,
+        layer0.with_columns(x=pl.lit(10)),
+        partition_column="layer",
+        partitions=["0"],
+        commit_metadata={},
+    )
+    opened, conflicts = iter([stale]), []
+    fresh, conflict = delta._open_for_write, delta._conflict
+    monkeypatch.setattr(delta, "_open_for_write", lambda u, o: next(opened, None) or fresh(u, o))
+    monkeypatch.setattr(delta, "_conflict", lambda e: conflicts.append(e) or conflict(e))
+    write_partitions(
+        uri,
+        layer0.with_columns(x=pl.lit(20)),
+        partition_column="layer",
+        partitions=["0"],
+        commit_metadata={},
+    )
+    assert len(conflicts) == 1  # the race was lost once, then won
+    assert read_table(uri).sort("layer")["x"].to_list() == [20, 0]

@@ -22,14 +22,10 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
-
-# Quantile band edges of an excerpt's maximum activation (REFERENCE.md): [0,.5], [.5,.9], [.9,.99],
-# [.99,.999]. Shown in the viewer; not used for scoring.
-QUANTILES = (0.0, 0.5, 0.9, 0.99, 0.999)
-N_BANDS = len(QUANTILES) - 1
 
 
 class StreamingTopK:
@@ -362,12 +358,12 @@ def _nested(flat: np.ndarray, *lengths: np.ndarray) -> pl.Series:
 
 
 def records_summary(records: pl.DataFrame) -> pl.DataFrame:
-    """Per layer: neurons, how many never fire (max <= 0), and the spread of max activations."""
+    """Per layer: neurons, how many never fire (`is_dead`), and the spread of max activations."""
     return (
         records.group_by("layer")
         .agg(
             neurons=pl.len(),
-            dead=(pl.col("max_activation") <= 0).sum(),
+            dead=is_dead(pl.col("max_activation")).sum(),
             max_act_median=pl.col("max_activation").median(),
             max_act_p90=pl.col("max_activation").quantile(0.9),
             max_act_max=pl.col("max_activation").max(),

@@ -27,6 +27,11 @@ from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
 
+# Rows per Parquet row group of the neuron_records table: a row is one neuron with every kept
+# excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
+# decodes 32 neurons, not a layer.
+RECORDS_ROW_GROUP_ROWS = 32
+
 
 class StreamingTopK:
     """Per neuron, the k excerpts with the largest key seen so far, with per-token activations.

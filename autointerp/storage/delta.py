@@ -33,8 +33,9 @@ _UNREADABLE = (DeltaError, OSError, pl.exceptions.ComputeError, pl.exceptions.Pa
 REPLACED_KEY = "autointerp_replaced"
 
 # Row groups small enough that a read of one neuron (rows are written sorted by neuron) skips
-# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536.
-WRITER = WriterProperties(max_row_group_size=4096)
+# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536. A table with
+# one heavy row per neuron (neuron_records) asks for fewer rows per group.
+ROW_GROUP_ROWS = 4096
 
 
 class TableNotMaterializedError(InputError):
@@ -50,6 +51,7 @@ def write_partitions(
     commit_metadata: Mapping[str, str],
     replace_within: Mapping[str, Sequence[str]] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> int:
     """Write `frame` in one commit and return the Delta version it created.
 
@@ -91,7 +93,7 @@ def write_partitions(
         commit_properties=CommitProperties(
             custom_metadata={**commit_metadata, REPLACED_KEY: json.dumps(replaced)}
         ),
-        writer_properties=WRITER,
+        writer_properties=WriterProperties(max_row_group_size=row_group_rows),
         **layout,
     )
     # A table object written through holds the version of its own commit, even when another

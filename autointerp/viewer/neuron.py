@@ -24,6 +24,7 @@ SETS = ("top", "random", "top_and_random")
 MOMENTS = ("mean", "variance", "skewness", "kurtosis", "max_activation")
 RECORD_COLUMNS = [
     *MOMENTS,
+    "corpus_id",  # null in tables written before corpora had an identity
     "quantile_boundaries",
     "top_excerpt_ids",
     "top_activations",
@@ -227,7 +228,7 @@ def neuron_page(
         *record["random_excerpt_ids"],
         *(i for band in record["quantile_excerpt_ids"] or [] for i in band),
     ]
-    tokens = _tokens(tables, ids)
+    tokens = _tokens(tables, ids, record["corpus_id"])
 
     def excerpts(
         ids: Sequence[int], acts: Sequence[list[float]], label: str, kind: str | None
@@ -423,9 +424,10 @@ def _splits(tables: ModelTables, layer: int, neuron: int) -> dict[tuple[str, int
     return {(kind, i): split for _, kind, i, split in mine.iter_rows()}
 
 
-def _tokens(tables: ModelTables, ids: Sequence[int]) -> dict[int, list[str]]:
-    """The token strings of excerpts; the corpus's ids and tokens are held once per version."""
-    corpus = tables.frame("corpus", ["excerpt_id", "tokens"])
+def _tokens(tables: ModelTables, ids: Sequence[int], corpus_id: str | None) -> dict[int, list[str]]:
+    """The token strings of excerpts, from the corpus the records came from (every corpus's,
+    for records that do not name one); held once per corpus version."""
+    corpus = tables.frame("corpus", ["excerpt_id", "tokens"], key=corpus_id)
     found = corpus.filter(pl.col("excerpt_id").is_in(list(set(ids))))
     return dict(found.iter_rows())
 

@@ -33,7 +33,6 @@ from deltalake.exceptions import TableNotFoundError
 
 from autointerp.errors import InputError
 
-PARTITION = "layer"
 T = TypeVar("T")
 
 
@@ -51,8 +50,12 @@ class Snapshot:
 
     version: int
     schema: pl.Schema  # every column, the partition column included
-    partitioned: bool
+    column: str | None  # the partition column: "layer", or a key such as the corpus's corpus_id
     files: dict[Hashable, list[str]]  # partition value (None when unpartitioned) -> files
+
+    @property
+    def partitioned(self) -> bool:
+        return self.column is not None
 
     @property
     def partitions(self) -> list[Any]:
@@ -159,16 +162,19 @@ class ModelTables:
         columns: Sequence[str],
         *,
         layer: int | None = None,
+        key: str | None = None,
         where: pl.Expr | None = None,
         label: str = "",
     ) -> pl.DataFrame:
-        """`columns` of one layer's partition (or of every partition when `layer` is None),
-        optionally filtered by `where` (named by `label` in the cache key), cached per table
-        version. A column the table lacks reads as null."""
+        """`columns` of one layer's partition, or of one key's in a keyed table (the corpus's
+        corpus_id), or of every partition when neither is given; optionally filtered by `where`
+        (named by `label` in the cache key), cached per table version. A column the table lacks
+        reads as null."""
         snapshot = self.snapshot(table)
+        partition = layer if layer is not None else key
         return self._memo(
-            (table, snapshot.version, layer, tuple(columns), label),
-            lambda: self._read(snapshot, columns, layer, where),
+            (table, snapshot.version, partition, tuple(columns), label),
+            lambda: self._read(snapshot, columns, partition, where),
         )
 
     def rows(self, table: str, columns: Sequence[str], layer: int, neuron: int) -> pl.DataFrame:
@@ -189,34 +195,33 @@ class ModelTables:
         self,
         snapshot: Snapshot,
         columns: Sequence[str],
-        layer: int | None,
+        partition: Hashable | None,
         where: pl.Expr | None,
     ) -> pl.DataFrame:
         # A partitioned table's files hold every column but the partition column.
-        stored = pl.Schema(
-            {k: v for k, v in snapshot.schema.items() if k != PARTITION or not snapshot.partitioned}
-        )
+        column = snapshot.column
+        stored = pl.Schema({k: v for k, v in snapshot.schema.items() if k != column})
         wanted = list(dict.fromkeys(columns))
-        one_layer = snapshot.partitioned and layer is not None
-        if one_layer:
-            files = snapshot.files.get(layer, [])
+        one_partition = column is not None and partition is not None
+        if one_partition:
+            files = snapshot.files.get(partition, [])
         else:
             files = [f for group in snapshot.files.values() for f in group]
         if not files:
             return pl.DataFrame(schema={c: snapshot.schema.get(c, pl.Null) for c in wanted})
-        # One layer's partition value is known: reading it from the paths (hive) costs more.
-        hive = snapshot.partitioned and not one_layer
+        # One partition's value is known: reading it from the paths (hive) costs more.
+        hive = column is not None and not one_partition
         scan = pl.scan_parquet(
             files,
             schema=stored,
             hive_partitioning=hive,
-            hive_schema={PARTITION: snapshot.schema[PARTITION]} if hive else None,
+            hive_schema={column: snapshot.schema[column]} if hive and column else None,
             missing_columns="insert",
             extra_columns="ignore",
             storage_options=self.options,
         )
-        if one_layer:
-            scan = scan.with_columns(pl.lit(layer, snapshot.schema[PARTITION]).alias(PARTITION))
+        if one_partition and column:
+            scan = scan.with_columns(pl.lit(partition, snapshot.schema[column]).alias(column))
         if where is not None:
             scan = scan.filter(where)
         frame = scan.select(c for c in wanted if c in snapshot.schema).collect()
@@ -228,16 +233,19 @@ def _snapshot(handle: DeltaTable) -> Snapshot:
     schema = pl.from_arrow(pa.schema(handle.schema().to_arrow()).empty_table()).schema
     partition_columns = handle.metadata().partition_columns
     if not partition_columns:
-        return Snapshot(handle.version(), schema, False, {None: handle.file_uris()})
-    if partition_columns != [PARTITION]:
-        raise InputError(f"{handle.table_uri} is partitioned by {partition_columns}, not layer")
+        return Snapshot(handle.version(), schema, None, {None: handle.file_uris()})
+    if len(partition_columns) != 1:
+        raise InputError(
+            f"{handle.table_uri} is partitioned by {partition_columns}, not one column"
+        )
+    (column,) = partition_columns
     actions = pl.DataFrame(handle.get_add_actions(flatten=True))
     # Data files are named uniquely (a UUID each): the name pairs a file's URI with its action.
     partition_of = {
         path.rsplit("/", 1)[-1]: value
-        for path, value in actions.select("path", f"partition.{PARTITION}").iter_rows()
+        for path, value in actions.select("path", f"partition.{column}").iter_rows()
     }
     files: dict[Hashable, list[str]] = {}
     for uri in handle.file_uris():
         files.setdefault(partition_of[uri.rsplit("/", 1)[-1]], []).append(uri)
-    return Snapshot(handle.version(), schema, True, files)
+    return Snapshot(handle.version(), schema, column, files)

@@ -12,6 +12,7 @@ from autointerp.config.profiles import ExplainerProfile, SimulatorProfile
 from autointerp.config.settings import Settings
 from autointerp.llm import CallResult, Usage, calls_frame
 from autointerp.progress import ProgressLog
+from autointerp.safe_text import printable
 from autointerp.storage.content import Previous, data_version, partition_hashes
 from autointerp.storage.hashing import content_hash
 from resources.delta_io import column_schema, partition_column, version_read
@@ -76,7 +77,7 @@ def table_output(
     partitions = list(context.partition_keys) if partitioned else []
     hashes = partition_hashes(frame, column, partitions)
     version = data_version(hashes, _previous(context.instance, key, hashes))
-    scoped: dict[str, Any] = dict(metadata or {})
+    scoped: dict[str, Any] = safe_metadata(metadata or {})
     for partition, digest in hashes.items():
         rows = (
             frame if partition is None else frame.filter(pl.col(column).cast(pl.Utf8) == partition)
@@ -85,13 +86,27 @@ def table_output(
             "dagster/row_count": rows.height,
             CONTENT_HASH: digest,
             **({"error_share": _error_share(rows)} if "error" in rows.columns else {}),
-            **(per_partition(rows) if per_partition else {}),
+            **safe_metadata(per_partition(rows) if per_partition else {}),
         }
         if partition is None:
             scoped.update(own)
         else:
             context.add_asset_metadata(own, asset_key=key, partition_key=partition)
     return dg.Output(frame, output_name, metadata=scoped, data_version=dg.DataVersion(version))
+
+
+def safe_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata` with its text (and lists of text) made printable: corpus and LLM text must not
+    reach the UI or a terminal with control or reordering characters."""
+    return {name: _safe(value) for name, value in metadata.items()}
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if type(value) in (list, tuple):  # plain ones: Dagster's metadata values are tuples too
+        return [_safe(each) for each in value]
+    return value
 
 
 def _error_share(rows: pl.DataFrame) -> float:
@@ -138,7 +153,9 @@ def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataV
 
 
 def _cell(value: Any) -> str | int | float | bool | None:
-    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+    if value is None or isinstance(value, int | float | bool):
+        return value
+    return printable(value if isinstance(value, str) else str(value))
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -156,11 +173,15 @@ def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.As
     failed = {name: problems for name, problems in checks.items() if problems}
     if failed:
         raise dg.Failure(
-            description=(
+            description=printable(
                 f"blocking asset check failed on {asset.to_user_string()}, which was not written: "
-                + "; ".join(f"{name}: {', '.join(problems)}" for name, problems in failed.items())
+                + "; ".join(f"{name}: {', '.join(problems)}" for name, problems in failed.items()),
+                keep_lines=False,
             ),
-            metadata={name: "; ".join(problems) for name, problems in failed.items()},
+            metadata={
+                name: printable("; ".join(problems), keep_lines=False)
+                for name, problems in failed.items()
+            },
         )
     return [dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True) for name in checks]
 
@@ -171,10 +192,11 @@ def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.As
 def upstream_versions(
     context: dg.AssetExecutionContext, prefix: str, top_k_excerpts: pl.DataFrame, *read: str
 ) -> pl.DataFrame:
-    """Per layer: the neuron_records and corpus versions behind the top_k_excerpts rows, and the
-    version at which this step read top_k_excerpts and each table in `read`."""
+    """Per layer: the corpus, and the neuron_records and corpus versions behind the
+    top_k_excerpts rows, and the version at which this step read top_k_excerpts and each table in
+    `read`."""
     return (
-        top_k_excerpts.select("layer", "neuron_records_version", "corpus_version")
+        top_k_excerpts.select("layer", "corpus_id", "neuron_records_version", "corpus_version")
         .unique("layer")
         .with_columns(
             **{

@@ -6,7 +6,7 @@ import polars as pl
 
 from assets.common import table_output
 from autointerp.activations.capture import capture_records
-from autointerp.activations.neuron_records import records_summary
+from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS, records_summary
 from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
@@ -42,7 +42,7 @@ def neuron_records_asset(
             f"{settings.records.quantile_k} per quantile band, with per-token activations; mean, "
             "variance, skewness, kurtosis, max and quantile boundaries."
         ),
-        metadata={"partition_column": "layer"},
+        metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars", "pytorch"},
     )
     def neuron_records(
@@ -61,6 +61,7 @@ def neuron_records_asset(
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
+        frame = frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
         return table_output(context, frame, per_partition=records_metadata)
 
     return neuron_records

@@ -144,7 +144,7 @@ def scores_asset(
         report["top_neurons"] = table_preview(best, TOP_NEURONS)
         if best.height:
             report["best_neuron_viewer"] = dg.MetadataValue.url(best["viewer"][0])
-            report["best_neuron_lineage"] = dg.MetadataValue.text(best["lineage"][0])
+            report["best_neuron_lineage"] = best["lineage"][0]
         return report
 
     def lineage(
@@ -165,6 +165,7 @@ def scores_asset(
                 .sort()
                 .alias("simulation_call_ids"),
                 pl.col(
+                    "corpus_id",
                     "neuron_records_version",
                     "top_k_excerpts_version",
                     "corpus_version",
@@ -189,7 +190,7 @@ def scores_asset(
                 simulation_id=simulation_id(),
                 simulations_version=pl.lit(read["simulations"], dtype=pl.Int64),
                 explanations_version=pl.lit(read["explanations"], dtype=pl.Int64),
-                dagster_run_id=pl.lit(context.run_id),
+                dagster_run_id=pl.lit(context.run.run_id),
                 code_version=pl.lit(code_version),
             )
         )

@@ -23,7 +23,7 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
         ins={
             "neuron_records": dg.AssetIn(key=[prefix, "neuron_records"]),
             "corpus": dg.AssetIn(
-                key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+                key=[prefix, "corpus"], metadata={"columns": ["corpus_id", "excerpt_id", "tokens"]}
             ),
         },
         partitions_def=layers,
@@ -47,7 +47,10 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
             )
             for name in ("neuron_records", "corpus")
         }
-        frame = neuron_excerpts(split_records(neuron_records), corpus).with_columns(**read)
+        corpora = neuron_records.select("layer", "corpus_id").unique("layer")
+        # neuron_excerpts refuses a corpus other than the one the records were captured over.
+        splits = split_records(neuron_records).join(corpora, on="layer", how="left")
+        frame = neuron_excerpts(splits, corpus).with_columns(**read)
         return table_output(context, frame)
 
     return top_k_excerpts

@@ -23,6 +23,7 @@ import dagster as dg
 from assets import model_assets
 from autointerp.activations.subject_model import hub_refusal
 from autointerp.config.settings import ModelSpec, Settings
+from autointerp.safe_text import printable
 from autointerp.storage.hashing import content_hash
 from pipelines.refresh import Plan, describe, execute, plan_refresh
 from pipelines.runs import (
@@ -62,7 +63,7 @@ def verdict(plan: Plan, key: dg.AssetKey, model: ModelSpec) -> tuple[bool, str, 
         never = key in plan.never_materialized
         return True, "never materialized" if never else "in sync", {}
     layers = ", ".join(str(p) for p in due if p is not None)
-    why = describe(due)
+    why = printable(describe(due), keep_lines=False)
     return (
         False,
         f"out of date: {why}. Launch the job {refresh_job_name(model)} to recompute it.",
@@ -116,7 +117,7 @@ def model_definitions(settings: Settings, model: ModelSpec) -> tuple[list, list,
     def keep_checks_current(context: dg.SensorEvaluationContext):
         plan = plan_refresh(context.instance, assets)
         due = [line for line in plan.lines() if line.startswith("out of date")]
-        summary = "; ".join(due) or "every materialized layer is in sync"
+        summary = printable("; ".join(due) or "every materialized layer is in sync")
         state = content_hash(
             sorted(
                 [key.to_user_string(), sorted(due.items(), key=str)]
@@ -151,7 +152,7 @@ def model_definitions(settings: Settings, model: ModelSpec) -> tuple[list, list,
             model,
             "refresh",
             instance=context.instance,
-            tags={REFRESH_RUN_TAG: context.run_id},
+            tags={REFRESH_RUN_TAG: context.run.run_id},
         )
         plan = plan_refresh(context.instance, materialize.assets)
         for line in plan.lines():

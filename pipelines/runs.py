@@ -4,13 +4,17 @@ beside those launched there, and can be re-executed from it."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import AutointerpError
+from autointerp.safe_text import printable
+from pipelines.console import quiet_tracebacks
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -46,7 +50,9 @@ def run_tags(model: ModelSpec, command: str, partitions: tuple[str, str] | None 
 
 
 class Materializer:
-    """Runs materializations of one model's graph in `instance` (default: DAGSTER_HOME's)."""
+    """Runs materializations of one model's graph in `instance` (default: DAGSTER_HOME's).
+    With `log_home` (a terminal's runs), Dagster's tracebacks go to the run log under it, and
+    each error prints in one line."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class Materializer:
         *,
         instance: dg.DagsterInstance | None = None,
         tags: Mapping[str, str] | None = None,
+        log_home: Path | None = None,
     ) -> None:
         from pipelines.location import build_definitions
 
@@ -65,6 +72,7 @@ class Materializer:
         self.assets = [a for a in definitions.assets if isinstance(a, dg.AssetsDefinition)]
         self.instance = instance or dg.DagsterInstance.get()
         self.extra_tags = dict(tags or {})
+        self.log_home = log_home
 
     def key(self, name: str) -> dg.AssetKey:
         return dg.AssetKey([self.model.key_prefix, name])
@@ -79,20 +87,26 @@ class Materializer:
         if config is None and self.key("corpus") in keys:
             # A corpus rebuilt by a refresh keeps the sample size it last had.
             config = self.corpus_config(self.last_corpus_size())
-        result = self.job.execute_in_process(
-            run_config={**QUIET_LOGS, **(config or {})},
-            instance=self.instance,
-            asset_selection=keys,
-            tags={**run_tags(self.model, self.command, partitions), **self.extra_tags},
-            raise_on_error=False,
-        )
+        quiet = quiet_tracebacks(self.log_home) if self.log_home else contextlib.nullcontext()
+        with quiet as log:
+            result = self.job.execute_in_process(
+                run_config={**QUIET_LOGS, **(config or {})},
+                instance=self.instance,
+                asset_selection=keys,
+                tags={**run_tags(self.model, self.command, partitions), **self.extra_tags},
+                raise_on_error=False,
+            )
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)
                 for event in result.get_step_failure_events()
                 if event.step_failure_data.error
             ]
-            raise RunFailed(f"run {result.run_id} failed: " + "; ".join(errors))
+            where = f"full trace in {log}, and" if log else "full trace"
+            raise RunFailed(
+                f"run {result.run_id} failed: {'; '.join(errors)} ({where} on the run's page "
+                "in the UI)"
+            )
         names = ", ".join(key.path[-1] for key in keys)
         where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
@@ -111,7 +125,8 @@ class Materializer:
 
 
 def _root_cause(error) -> str:
-    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain)."""
+    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain), in one line."""
     while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
-    return error.message.strip()
+    lines = error.message.strip().splitlines()
+    return printable(lines[0] if lines else error.cls_name or "error", keep_lines=False)

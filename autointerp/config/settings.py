@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from autointerp.activations.sampling import NeuronSample
+from autointerp.activations.sampling import is_sample_spec
 from autointerp.config.profiles import Profiles, load_profiles
+from autointerp.config.validation import Rule, at_least, between, build, matches, one_of
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN_LIST_TOP
@@ -48,10 +51,18 @@ class ModelSpec:
     hf_id: str | None = None
     path: str | None = None
     gguf: GgufSource | None = None
-    dtype: str = "auto"  # auto: bfloat16 on CPU (measured ~2-5x faster than fp32), fp16 on CUDA
+    dtype: str = "auto"  # auto: bfloat16 (measured ~2-5x faster than fp32 on CPU), see load
     device: str = "auto"  # auto: CUDA when present
     batch_size: int = 32
     context_length: int = 2048
+
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "num_layers": at_least(1, "a whole number"),
+        "batch_size": at_least(1, "a whole number"),
+        "context_length": at_least(1, "a whole number"),
+        "dtype": one_of(*DTYPES),
+        "device": matches(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N, mps or xpu"),
+    }
 
     @property
     def key_prefix(self) -> str:
@@ -77,6 +88,17 @@ class CorpusSpec:
     text_field: str = "text"  # field or column holding the text (jsonl, parquet, hf)
     hf_split: str = "train"
 
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "source": matches(
+            r"shakespeare|fortunes|(text|jsonl|parquet|hf):.+",
+            "shakespeare, fortunes, text:PATH, jsonl:PATH, parquet:PATH or hf:DATASET_ID",
+        ),
+        "excerpt_tokens": at_least(1, "a whole number"),
+        "max_excerpts": at_least(1, "a whole number (or unset: every excerpt)"),
+        "text_field": matches(r".+", "a field name"),
+        "hf_split": matches(r".+", "a split name"),
+    }
+
 
 @dataclass(frozen=True)
 class RecordsSpec(Versioned):
@@ -97,13 +119,17 @@ class RecordsSpec(Versioned):
     seed: int = 0
     top_mean_tokens: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("top_k", "random_k", "reference_k", "quantile_k", "boundary_pool", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"[records] {name} = {value!r}: a whole number >= 0 is needed")
-        if self.top_k < 1 or self.boundary_pool < 1:
-            raise ConfigError("[records] top_k and boundary_pool must be at least 1")
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        # The reference's splits need a top excerpt for each of train, calibration, valid and
+        # test, and a random one for each scoring split.
+        "top_k": at_least(4, "a whole number (one per split: train, calibration, valid, test)"),
+        "random_k": at_least(3, "a whole number (one per scoring split)"),
+        "reference_k": at_least(0, "a whole number"),
+        "quantile_k": at_least(0, "a whole number"),
+        "boundary_pool": at_least(1, "a whole number"),
+        "seed": at_least(0, "a whole number"),
+        "top_mean_tokens": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,20 @@ class RevisionSpec(Versioned):
     texts_per_pass: int = 1024  # texts run through the subject model at once (memory bound)
 
     OPERATIONAL = frozenset({"texts_per_pass"})  # a memory bound: it changes no result
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "rounds": at_least(0, "a whole number"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "n_texts": at_least(1, "a whole number"),
+        "mine_k": at_least(0, "a whole number"),
+        "min_miss": between(0, 1),
+        "generation_tokens_per_text": at_least(1, "a whole number"),
+        "high_prediction": between(0, 10),
+        "fired": between(0, 1),
+        "strong": between(0, 1),
+        "min_misfires": at_least(1, "a whole number"),
+        "misfire_ratio": at_least(0),
+        "texts_per_pass": at_least(1, "a whole number"),
+    }
     SINCE_DEFAULT = frozenset(
         {
             "generation_tokens_per_text",
@@ -161,9 +201,12 @@ class SummarySpec(Versioned):
 
     SINCE_DEFAULT = frozenset({"bootstrap_samples", "bootstrap_seed"})
     OPERATIONAL = frozenset({"floor_sample", "floor_seed"})  # versions simulations, not summaries
-
-    def __post_init__(self) -> None:
-        NeuronSample.parse(self.floor_sample)
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "bootstrap_samples": at_least(100, "a whole number"),
+        "bootstrap_seed": at_least(0, "a whole number"),
+        "floor_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "floor_seed": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -225,28 +268,23 @@ class Settings:
         return self.models[name]
 
 
-def _model_spec(name: str, raw: dict) -> ModelSpec:
+def _model_spec(name: str, raw: Any) -> ModelSpec:
+    section = f"models.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, not {raw!r}")
     raw = dict(raw)
+    if "num_layers" not in raw:
+        raise ConfigError(f"[{section}] num_layers is missing: the model's number of layers")
     gguf = raw.pop("gguf", None)
-    try:
-        spec = ModelSpec(name=name, gguf=GgufSource(**gguf) if gguf else None, **raw)
-    except TypeError as err:
-        raise ConfigError(f"model {name!r}: {err}") from None
-    sources = [s for s in (spec.hf_id, spec.path, spec.gguf) if s]
-    if len(sources) != 1:
-        raise ConfigError(f"model {name!r}: give exactly one of hf_id, path or gguf")
-    if spec.dtype not in DTYPES:
-        raise ConfigError(f"model {name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
-    if spec.num_layers < 1 or spec.batch_size < 1 or spec.context_length < 1:
-        raise ConfigError(f"model {name!r}: num_layers, batch_size, context_length must be >= 1")
+    source = build(GgufSource, f"{section}.gguf", gguf, rules={}) if gguf is not None else None
+    spec = build(ModelSpec, section, raw, fixed={"name": name, "gguf": source})
+    if len([s for s in (spec.hf_id, spec.path, spec.gguf) if s]) != 1:
+        raise ConfigError(f"[{section}] give exactly one of hf_id, path or gguf")
     return spec
 
 
-def _section(raw: dict, key: str, cls: type) -> object:
-    try:
-        return cls(**raw.get(key, {}))
-    except TypeError as err:
-        raise ConfigError(f"[{key}]: {err}") from None
+def _section(raw: dict, key: str, cls: type) -> Any:
+    return build(cls, key, raw.get(key, {}))
 
 
 def load_settings(
@@ -263,7 +301,10 @@ def load_settings(
     general = raw.get("autointerp", {})
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
-    models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    declared = raw.get("models", {})
+    if not isinstance(declared, dict):
+        raise ConfigError("[models] must hold one table per model, e.g. [models.NAME]")
+    models = {name: _model_spec(name, spec) for name, spec in declared.items()}
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
         storage = StorageSpec(root=root, storage_options=storage.storage_options)

@@ -256,6 +256,7 @@ def test_the_ui_shows_what_is_out_of_date_and_refreshes_exactly_that(
     )
     # Each layer's own metadata, its score histogram drawn from a data URI.
     page.goto(f"{base}/assets/tiny/scores?view=partitions&partition=1")
-    expect(page.get_by_text("count_ge_0_8")).to_be_visible()
+    for entry in ("count_ge_0_8", "top_neurons", "score_histogram"):
+        expect(page.get_by_text(entry, exact=True).first).to_be_visible(timeout=60_000)
     page.screenshot(path=artifacts / "ui-4-scores-layer-1.png")
     context.close()

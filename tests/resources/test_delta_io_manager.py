@@ -133,7 +133,8 @@ def test_single_run_backfill_writes_its_layers_in_one_commit_and_keeps_the_other
     assert layer_counts(uri) == [(0, 2), (1, 3), (2, 4)]
     materializations = result.asset_materializations_for_node("records")
     assert sorted(m.partition for m in materializations) == ["0", "1"]
-    assert {m.metadata["partitions"].value for m in materializations} == {"0,1"}
+    # Both layers' materializations name the one commit that wrote them.
+    assert {m.metadata["delta_version"].value for m in materializations} == {1}
 
 
 def test_ready_made_io_manager_deletes_another_layer_in_a_single_run_backfill(ready_made, tmp_path):
@@ -190,8 +191,11 @@ def test_commit_and_materialization_metadata(own, tmp_path):
     (materialization,) = result.asset_materializations_for_node("records")
     metadata = {key: value.value for key, value in materialization.metadata.items()}
     assert metadata["delta_version"] == 0
-    assert metadata["row_count"] == 3
-    assert metadata["table_uri"] == str(tmp_path / "records")
+    assert metadata["dagster/row_count"] == 3
+    # What the UI shows of a table: its columns, and where it is (a local path to copy).
+    assert [c.name for c in metadata["dagster/column_schema"].columns][:1] == ["layer"]
+    assert metadata["dagster/uri"] == metadata["table_uri"] == str(tmp_path / "records")
+    assert isinstance(materialization.metadata["table_uri"], dg.PathMetadataValue)
 
 
 def test_definition_metadata_sets_the_rows_per_row_group(tmp_path):

@@ -63,6 +63,6 @@ def test_rounds_are_assets_and_only_their_settings_unsync_them(
     assert set(status["explanations"].values()) == {"FRESH"}
     main(["refresh"])
     out = capsys.readouterr().out
-    assert "recomputed tiny/counterexamples_r1" in out
+    assert "out of date tiny/counterexamples_r1" in out
     assert "skipped tiny/explainer_calls, tiny/explanations: in sync" in out
     assert all(v == "FRESH" for per in statuses(home).values() for v in per.values())

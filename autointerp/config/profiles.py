@@ -42,7 +42,11 @@ from autointerp.simulate.simulator_prompt import (
 )
 from autointerp.storage.hashing import content_hash
 
-KINDS = ("baseline", "llm")
+KINDS = ("baseline", "llm")  # what a configuration declares
+# The profiles of an imported dataset (`imported_profiles`): declared by the model, never here.
+IMPORTED = "imported"
+IMPORTED_PREFIX = "imported:"
+IMPORT_VERSION = "openai-format-1"
 EXPLAINER_PROMPTS = (EXPLAINER_PROMPT_VERSION, TOKEN_LIST_PROMPT_VERSION)
 LLM_SIMULATOR_METHODS = (CHAT_LOGPROBS, ALL_AT_ONCE, PLAIN_TEXT)
 SIMULATOR_METHODS = (*LLM_SIMULATOR_METHODS, LEXICAL_SIMULATOR)
@@ -98,6 +102,8 @@ def _content(profile: ExplainerProfile | SimulatorProfile, role: str) -> dict[st
     LLM default leaves baseline hashes alone); for an LLM every non-operational field, with the
     few-shot set by content, so editing the set changes the hash."""
     content = profile.hash_content()
+    if profile.kind == IMPORTED:
+        return {"kind": IMPORTED, "version": IMPORT_VERSION, "source": profile.source}
     if profile.kind == "baseline":
         baseline = _BASELINE_KEYS[role] - {"kind"}
         return {"kind": "baseline", "version": BASELINE_VERSION} | {
@@ -132,8 +138,10 @@ class ExplainerProfile(Versioned):
     completion_price_per_m: float | None = None
     neuron_sample: str = "all"
     max_cues: int = 5  # the baseline: how many tokens or contexts an explanation names
+    source: str | None = None  # an imported profile: the dataset its explanations come from
 
     OPERATIONAL = _OPERATIONAL
+    SINCE_DEFAULT = frozenset({"source"})
 
     @property
     def hash(self) -> str:
@@ -175,9 +183,10 @@ class SimulatorProfile(Versioned):
     quoted_stem_weight: float = LexicalWeights.quoted_stem
     word_weight: float = LexicalWeights.word
     context_weight: float = LexicalWeights.context
+    source: str | None = None  # an imported profile: the dataset its simulations come from
 
     OPERATIONAL = _OPERATIONAL
-    SINCE_DEFAULT = _LEXICAL_WEIGHTS
+    SINCE_DEFAULT = _LEXICAL_WEIGHTS | {"source"}
 
     @property
     def hash(self) -> str:
@@ -253,7 +262,10 @@ def _build(cls: type, role: str, name: str, raw: Any, defaults: dict[str, Any]) 
             f"{role} {name!r} is a baseline and takes only {sorted(_BASELINE_KEYS[role])}; "
             f'{sorted(extra)} belong to kind = "llm"'
         )
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.name != "name"}
+    # `source` belongs to imported profiles, which a model declaration makes.
+    fields = {
+        f.name: str(f.type) for f in dataclasses.fields(cls) if f.name not in ("name", "source")
+    }
     if unknown := set(raw) - set(fields):
         raise ConfigError(
             f"{role} {name!r}: unknown keys {sorted(unknown)}; known: {sorted(fields)}"
@@ -319,6 +331,18 @@ def simulator_profile(name: str, raw: Any) -> SimulatorProfile:
             f"{profile.max_missing_share!r}"
         )
     return dataclasses.replace(profile, method=method)
+
+
+def imported_profiles(model: str, source: str) -> tuple[ExplainerProfile, SimulatorProfile]:
+    """The explainer and simulator profiles of a model imported from `source` (ModelSpec
+    `openai_dataset`): both named `imported:<model>`. The explainer's rows are the dataset's
+    explanations (never written by an LLM here); the simulator's are the dataset's scored
+    simulations of them, with the scores as stored."""
+    name = IMPORTED_PREFIX + model
+    return (
+        ExplainerProfile(name, kind=IMPORTED, source=source),
+        SimulatorProfile(name, kind=IMPORTED, method=IMPORTED, source=source),
+    )
 
 
 def _names(raw: Any, key: str, default: list[str], declared: dict) -> list[str]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autointerp.activations.sampling import NeuronSample
-from autointerp.config.profiles import Profiles, load_profiles
+from autointerp.config.profiles import Profiles, imported_profiles, load_profiles
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN_LIST_TOP
@@ -41,6 +41,12 @@ class ModelSpec:
 
     Exactly one of `gguf`, `path` or `hf_id` says where the weights come from. `hf_id` needs the
     hub to be allowed explicitly (`allow_hub`), since nothing is fetched from a hub by default.
+
+    Or `openai_dataset`: a folder (or, with the network allowed, a URL) in the layout OpenAI
+    published its neuron datasets in (`autointerp.interchange`). Its records and explanations
+    are imported, with no forward pass: `neurons` per layer, `neuron_sample` of them per layer.
+    `weights` may name another declared model whose forward pass gives these activations, which
+    the revision rounds run their counterexample texts through; without it they are skipped.
     """
 
     name: str
@@ -48,6 +54,10 @@ class ModelSpec:
     hf_id: str | None = None
     path: str | None = None
     gguf: GgufSource | None = None
+    openai_dataset: str | None = None
+    neurons: int | None = None  # per layer, an imported model only
+    neuron_sample: str = "all"  # which neurons of each layer are imported
+    weights: str | None = None  # a declared model with these activations, an imported model only
     dtype: str = "auto"  # auto: bfloat16 on CPU (measured ~2-5x faster than fp32), fp16 on CUDA
     device: str = "auto"  # auto: CUDA when present
     batch_size: int = 32
@@ -61,6 +71,11 @@ class ModelSpec:
     @property
     def layers(self) -> list[int]:
         return list(range(self.num_layers))
+
+    @property
+    def imported(self) -> bool:
+        """The model's records and explanations are imported, not captured."""
+        return self.openai_dataset is not None
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,31 @@ class Settings:
             raise ConfigError(f"unknown model {name!r}; models declared in the config: {known}")
         return self.models[name]
 
+    def weights_of(self, model: ModelSpec) -> ModelSpec | None:
+        """The model whose forward pass gives `model`'s activations: itself, an imported
+        model's `weights`, or None for an imported model without them."""
+        if not model.imported:
+            return model
+        return self.model(model.weights) if model.weights else None
+
+    def for_model(self, model: ModelSpec) -> Settings:
+        """The settings `model`'s graph runs with: an imported model's own explainer and
+        simulator profiles (`imported:<name>`) join the active ones, its explainer first (so
+        that revision rounds revise it) and its simulator last (it only reads what the dataset
+        holds, so it never simulates another explainer)."""
+        if not model.imported:
+            return self
+        explainer, simulator = imported_profiles(model.name, str(model.openai_dataset))
+        profiles = self.profiles
+        profiles = replace(
+            profiles,
+            explainers={**profiles.explainers, explainer.name: explainer},
+            simulators={**profiles.simulators, simulator.name: simulator},
+            active_explainers=[explainer.name, *profiles.active_explainers],
+            active_simulators=[*profiles.active_simulators, simulator.name],
+        )
+        return replace(self, profiles=profiles)
+
 
 def _model_spec(name: str, raw: dict) -> ModelSpec:
     raw = dict(raw)
@@ -232,9 +272,19 @@ def _model_spec(name: str, raw: dict) -> ModelSpec:
         spec = ModelSpec(name=name, gguf=GgufSource(**gguf) if gguf else None, **raw)
     except TypeError as err:
         raise ConfigError(f"model {name!r}: {err}") from None
-    sources = [s for s in (spec.hf_id, spec.path, spec.gguf) if s]
+    sources = [s for s in (spec.hf_id, spec.path, spec.gguf, spec.openai_dataset) if s]
     if len(sources) != 1:
-        raise ConfigError(f"model {name!r}: give exactly one of hf_id, path or gguf")
+        raise ConfigError(
+            f"model {name!r}: give exactly one of hf_id, path, gguf or openai_dataset"
+        )
+    if spec.imported:
+        if spec.neurons is None or spec.neurons < 1:
+            raise ConfigError(f"model {name!r}: an openai_dataset needs neurons (per layer) >= 1")
+        NeuronSample.parse(spec.neuron_sample)
+    elif spec.neurons is not None or spec.weights is not None or spec.neuron_sample != "all":
+        raise ConfigError(
+            f"model {name!r}: neurons, neuron_sample and weights are for an openai_dataset only"
+        )
     if spec.dtype not in DTYPES:
         raise ConfigError(f"model {name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
     if spec.num_layers < 1 or spec.batch_size < 1 or spec.context_length < 1:
@@ -264,6 +314,13 @@ def load_settings(
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
     models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    for model in models.values():
+        weights = models.get(model.weights) if model.weights else None
+        if model.weights and (weights is None or weights.imported):
+            raise ConfigError(
+                f"model {model.name!r}: weights = {model.weights!r} must name a declared model "
+                "with weights (gguf, path or hf_id)"
+            )
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
         storage = StorageSpec(root=root, storage_options=storage.storage_options)

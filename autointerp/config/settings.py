@@ -126,7 +126,10 @@ class RevisionSpec(Versioned):
     """Counterexample revision rounds (the publication's first way to raise scores).
 
     `explainer` and `simulator` name profiles (default: the first active ones); the explainer
-    must be the one whose explanations are revised. `neuron_sample` is taken per layer. The
+    must be the one whose explanations are revised. `reviser` names the explainer profile that
+    writes the counterexample texts and the revisions (default: the explainer itself; for an
+    imported explainer, which writes nothing, the token-statistics baseline). `neuron_sample`
+    is taken per layer. The
     baseline reviser's thresholds are on the simulator's 0–10 scale (`high_prediction`) or
     shares of the neuron's train peak activation (`fired`, `strong`).
     """
@@ -134,6 +137,7 @@ class RevisionSpec(Versioned):
     rounds: int = 2
     explainer: str | None = None
     simulator: str | None = None
+    reviser: str | None = None
     neuron_sample: str = "first:32"
     n_texts: int = 5  # generated counterexample texts per neuron and round
     mine_k: int = 3  # mined false positives and false negatives kept per neuron and round
@@ -154,6 +158,7 @@ class RevisionSpec(Versioned):
     OPERATIONAL = frozenset({"texts_per_pass"})  # a memory bound: it changes no result
     SINCE_DEFAULT = frozenset(
         {
+            "reviser",
             "generation_tokens_per_text",
             "high_prediction",
             "fired",

@@ -21,12 +21,11 @@ its calibrated predictions, which are not written (its `uncalibrated_simulation`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -36,6 +35,7 @@ from autointerp.interchange.layout import EXPLANATIONS, RECORDS, staged_folder
 from autointerp.interchange.published import (
     activation_record,
     dumps,
+    many_objects,
     neuron_record,
     neuron_simulation_results,
     scored_explanation,
@@ -154,37 +154,35 @@ def read_layer(
 
 
 class _Lists:
-    """The lists of a nested list column, row by row, as numpy slices of its flat values (a
-    Python list per float would dominate the export's time)."""
+    """The lists of a nested list column, row by row, as slices of its flat values: numpy
+    slices of numbers, Python lists of strings (a Python object per float would dominate the
+    export's time)."""
 
     def __init__(self, column: pl.Series) -> None:
         array = column.to_arrow()
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        self.offsets: list[np.ndarray] = []
+        self.offsets: list[list[int]] = []
         while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-            self.offsets.append(array.offsets.to_numpy())
+            self.offsets.append(array.offsets.to_numpy().tolist())
             array = array.values
-        self.values = array.to_numpy(zero_copy_only=False)
+        values = array.to_numpy(zero_copy_only=False)
+        self.values = values.tolist() if values.dtype == object else values
 
-    def _spans(self, level: int, first: int, last: int) -> list[tuple[int, int]]:
+    def flat(self, row: int, level: int = 0) -> Any:
+        """Row `row` of a list column (or list `row` of the level `level`)."""
         offsets = self.offsets[level]
-        return [(int(offsets[i]), int(offsets[i + 1])) for i in range(first, last)]
+        return self.values[offsets[row] : offsets[row + 1]]
 
-    def flat(self, row: int) -> np.ndarray:
-        """Row `row` of a list column."""
-        ((start, end),) = self._spans(0, row, row + 1)
-        return self.values[start:end]
-
-    def lists(self, row: int, level: int = 0) -> list[np.ndarray]:
+    def lists(self, row: int, level: int = 0) -> list:
         """The inner lists of row `row` of a list-of-lists column."""
-        ((first, last),) = self._spans(level, row, row + 1)
-        return [self.values[a:b] for a, b in self._spans(level + 1, first, last)]
+        offsets = self.offsets[level]
+        return [self.flat(i, level + 1) for i in range(offsets[row], offsets[row + 1])]
 
-    def bands(self, row: int) -> list[list[np.ndarray]]:
+    def bands(self, row: int) -> list[list]:
         """The lists of lists of row `row` of a three-level column (the quantile bands)."""
-        ((first, last),) = self._spans(0, row, row + 1)
-        return [self.lists(band, level=1) for band in range(first, last)]
+        offsets = self.offsets[0]
+        return [self.lists(band, level=1) for band in range(offsets[row], offsets[row + 1])]
 
 
 def _tokens(corpus: pl.DataFrame) -> Callable[[int], list[str]]:
@@ -194,13 +192,13 @@ def _tokens(corpus: pl.DataFrame) -> Callable[[int], list[str]]:
     def of(excerpt_id: int) -> list[str]:
         if excerpt_id not in index:
             raise InputError(f"excerpt {excerpt_id} is not in the corpus table")
-        return tokens.flat(index[excerpt_id]).tolist()
+        return tokens.flat(index[excerpt_id])
 
     return of
 
 
-def neuron_records(layer: int, tables: LayerTables) -> dict[int, dict[str, Any]]:
-    """Each neuron's NeuronRecord object."""
+def neuron_records(layer: int, tables: LayerTables) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each neuron's NeuronRecord object, one neuron at a time."""
     records, tokens_of = tables.records, _tokens(tables.corpus)
     acts = {name: _Lists(records[f"{name}_activations"]) for name in SAMPLES}
     quantile = _Lists(records["quantile_activations"])
@@ -215,21 +213,22 @@ def neuron_records(layer: int, tables: LayerTables) -> dict[int, dict[str, Any]]
             for i, a in zip(ids[name][row], acts[name].lists(row), strict=True)
         ]
 
-    out = {}
     for row, neuron in enumerate(records["neuron"].to_list()):
-        out[neuron] = neuron_record(
-            layer,
+        yield (
             neuron,
-            top=excerpts("top", row),
-            random=excerpts("random", row) + excerpts("reference", row),
-            by_quantile=[
-                [activation_record(tokens_of(i), a) for i, a in zip(b_ids, b_acts, strict=True)]
-                for b_ids, b_acts in zip(band_ids[row], quantile.bands(row), strict=True)
-            ],
-            quantile_boundaries=boundaries[row],
-            moments=moments[row],
+            neuron_record(
+                layer,
+                neuron,
+                top=excerpts("top", row),
+                random=excerpts("random", row) + excerpts("reference", row),
+                by_quantile=[
+                    [activation_record(tokens_of(i), a) for i, a in zip(b_ids, b_acts, strict=True)]
+                    for b_ids, b_acts in zip(band_ids[row], quantile.bands(row), strict=True)
+                ],
+                quantile_boundaries=boundaries[row],
+                moments=moments[row],
+            ),
         )
-    return out
 
 
 def simulation_results(layer: int, tables: LayerTables) -> dict[int, dict[str, Any]]:
@@ -287,9 +286,14 @@ def simulation_results(layer: int, tables: LayerTables) -> dict[int, dict[str, A
 
 def write_layer(folder: Path, layer: int, tables: LayerTables) -> tuple[int, int]:
     """The layer's files under `folder`: (records written, explanation files written)."""
+    with many_objects():
+        return _write_layer(folder, layer, tables)
+
+
+def _write_layer(folder: Path, layer: int, tables: LayerTables) -> tuple[int, int]:
     records = folder / RECORDS / str(layer)
     records.mkdir(parents=True)
-    for neuron, record in neuron_records(layer, tables).items():
+    for neuron, record in neuron_records(layer, tables):
         (records / f"{neuron}.json").write_bytes(dumps(record))
     explanations = folder / EXPLANATIONS / str(layer)
     explanations.mkdir(parents=True)

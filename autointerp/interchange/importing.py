@@ -31,7 +31,6 @@ import numpy as np
 import polars as pl
 
 from autointerp.activations.data_model import NeuronId
-from autointerp.activations.neuron_records import _nested as nested_lists
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
@@ -41,10 +40,12 @@ from autointerp.interchange.published import (
     Excerpt,
     NeuronRecordFile,
     ScoredExplanationFile,
+    many_objects,
     read_neuron_record,
     read_simulation_results,
 )
 from autointerp.progress import Progress
+from autointerp.storage.columns import nested_lists
 from autointerp.storage.schemas import IMPORTED_EXPLANATIONS_SCHEMA
 
 NEURON_BITS, SLOT_BITS = 24, 16
@@ -91,8 +92,10 @@ class _Neuron:
     explained: list[ScoredExplanationFile] = field(default_factory=list)
 
 
-def _key(tokens: Sequence[str], activations: np.ndarray) -> tuple:
-    return (tuple(tokens), activations.astype(np.float32).tobytes())
+def _key(activations: np.ndarray) -> bytes:
+    """What finds the record a scored excerpt is: its activations (as stored, float32), then its
+    tokens compared on a match only."""
+    return activations.astype(np.float32).tobytes()
 
 
 def _neuron(
@@ -128,26 +131,30 @@ def _neuron(
         bands,
         explained=explained,
     )
-    known = {
-        _key(e.tokens, e.activations): (i, "top" if name == "top" else "random")
-        for name in SAMPLES
-        for i, e in zip(kept[name].ids, kept[name].excerpts, strict=True)
-    }
+    known: dict[bytes, list[tuple[list[str], int, str]]] = {}
+    for name in SAMPLES:
+        for i, e in zip(kept[name].ids, kept[name].excerpts, strict=True):
+            entry = (e.tokens, i, "top" if name == "top" else "random")
+            known.setdefault(_key(e.activations), []).append(entry)
     weakest_top = min((e.activations.max(initial=-np.inf) for e in kept["top"].excerpts), default=0)
     for explanation in explained:
         scored, kinds = _Kept(), []
         for sequence in explanation.sequences:
             excerpt = Excerpt(sequence.tokens, sequence.true_activations)
-            key = _key(excerpt.tokens, excerpt.activations)
-            if key not in known:
-                kind = (
-                    "top" if excerpt.activations.max(initial=-np.inf) >= weakest_top else "random"
+            same = known.setdefault(_key(excerpt.activations), [])
+            match = next((m for m in same if m[0] == excerpt.tokens), None)
+            if match is None:
+                peak = excerpt.activations.max(initial=-np.inf)
+                match = (
+                    excerpt.tokens,
+                    excerpt_id(layer, neuron, slot),
+                    "top" if peak >= weakest_top else "random",
                 )
-                known[key] = (excerpt_id(layer, neuron, slot), kind)
-                found.extra.add(known[key][0], excerpt)
+                same.append(match)
+                found.extra.add(match[1], excerpt)
                 slot += 1
-            scored.add(known[key][0], excerpt)
-            kinds.append(known[key][1])
+            scored.add(match[1], excerpt)
+            kinds.append(match[2])
         found.scored.append(scored)
         found.kinds.append(kinds)
     return found
@@ -191,9 +198,9 @@ def import_layers(
     progress: Progress | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(corpus, neuron_records, imported_explanations) of `layers`, each layer's neurons
-    0..`neurons`-1 sampled by `neuron_sample`. Every file is read and checked before a frame is
-    built: an InputError names the first bad or missing file."""
-    read: list[_Neuron] = []
+    0..`neurons`-1 sampled by `neuron_sample`, read a chunk of neurons at a time (memory: the
+    frames and one chunk's parsed files). An InputError names the first bad or missing file."""
+    frames: list[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = []
     chosen = {
         layer: [
             n.neuron
@@ -201,14 +208,20 @@ def import_layers(
         ]
         for layer in layers
     }
-    total = sum(len(v) for v in chosen.values())
-    for layer in layers:
-        dataset.check_layer(layer)
-        for start in range(0, len(chosen[layer]), _CHUNK):
-            read += _read_neurons(dataset, layer, chosen[layer][start : start + _CHUNK], spec)
-            if progress is not None:
-                progress(len(read), total)
-    return _corpus(read), _records(read), _explanations(read)
+    total, done = sum(len(v) for v in chosen.values()), 0
+    with many_objects():
+        for layer in layers:
+            dataset.check_layer(layer)
+            for start in range(0, len(chosen[layer]), _CHUNK):
+                read = _read_neurons(dataset, layer, chosen[layer][start : start + _CHUNK], spec)
+                frames.append((_corpus(read), _records(read), _explanations(read)))
+                done += len(read)
+                if progress is not None:
+                    progress(done, total)
+    if not frames:
+        raise InputError(f"no neuron to import: neuron_sample {neuron_sample!r} chose none")
+    corpus, records, explanations = (pl.concat(parts) for parts in zip(*frames, strict=True))
+    return corpus, records, explanations
 
 
 def _lists(arrays: Sequence[np.ndarray], *lengths: Sequence[int], dtype=np.float32) -> pl.Series:

@@ -12,9 +12,11 @@ where in it. Fields the publication's dataclasses give defaults may be absent.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,21 @@ REQUIRED = {
         "distribution_probabilities",
     ),
 }
+
+
+@contextmanager
+def many_objects() -> Iterator[None]:
+    """Pauses Python's cycle collector while a dataset's objects are read or written: millions
+    of parsed lists and dicts, none in a cycle, that each collection would traverse again (it
+    took a quarter to two fifths of an import's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
 
 # --- writing ---------------------------------------------------------------------------------
 
@@ -253,7 +270,7 @@ class _Reader:
 
     def tokens(self, value: Any, where: str) -> list[str]:
         tokens = self.list(value, where)
-        if not all(isinstance(token, str) for token in tokens):
+        if set(map(type, tokens)) - {str}:  # in C: this runs for every token of a dataset
             raise self.fail(where, "expected a list of token strings")
         return tokens
 

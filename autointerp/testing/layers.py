@@ -13,13 +13,13 @@ import polars as pl
 
 from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.activations.neuron_records import N_BANDS, QUANTILES
-from autointerp.activations.neuron_records import _nested as nested_lists
 from autointerp.activations.splits import split_records
 from autointerp.config.profiles import BUILTIN_EXPLAINERS, BUILTIN_SIMULATORS
 from autointerp.config.settings import RecordsSpec
 from autointerp.explain.explanations import explain
 from autointerp.score.scores import score
 from autointerp.simulate.simulations import simulate
+from autointerp.storage.columns import nested_lists
 
 WORDS = [
     " the", " king", " queen", " walked", " garden", " castle", " love", " war", " bread",

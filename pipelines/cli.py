@@ -262,6 +262,7 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
     """Records, explanations and scored simulations in OpenAI's published layout."""
+    from autointerp.interchange.dataset import model_source
     from autointerp.interchange.exporting import (
         EXPORTED_SET,
         EXPORTED_SPLIT,
@@ -280,6 +281,7 @@ def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
     manifest = {
         "format": "OpenAI neuron-explainer: collated-activations/, explanations/",
         "model": model.name,
+        "model_source": model_source(model),
         "explainer": explainer,
         "simulator": simulator,
         "scores": f"{EXPORTED_SPLIT} split, {EXPORTED_SET}, as stored in the scores table",

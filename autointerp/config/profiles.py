@@ -145,8 +145,11 @@ class ExplainerProfile(Versioned):
 
     @property
     def hash(self) -> str:
-        # `prompt` is the prompt's version string, so it is part of the content.
-        return content_hash("explainer", _content(self, "explainer"))
+        return content_hash("explainer", self.hashed_content())
+
+    def hashed_content(self) -> dict[str, Any]:
+        """What the hash covers. `prompt` is the prompt's version string, so it is part of it."""
+        return _content(self, "explainer")
 
     def endpoint(self) -> Endpoint:
         return _endpoint(self)
@@ -190,10 +193,14 @@ class SimulatorProfile(Versioned):
 
     @property
     def hash(self) -> str:
+        return content_hash("simulator", self.hashed_content())
+
+    def hashed_content(self) -> dict[str, Any]:
+        """What the hash covers."""
         content = _content(self, "simulator")
         if self.kind == "llm":
             content["prompt_version"] = SIMULATOR_PROMPT_VERSION
-        return content_hash("simulator", content)
+        return content
 
     def endpoint(self) -> Endpoint:
         return _endpoint(self)

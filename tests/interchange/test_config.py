@@ -34,6 +34,7 @@ def settings_of(tmp_path: Path, model: str, extra: str = ""):
         ('openai_dataset = "/d"\nnum_layers = 2', "needs neurons"),
         ('path = "/m"\nnum_layers = 2\nneurons = 8', "for an openai_dataset only"),
         ('openai_dataset = "/d"\nnum_layers = 2\nneurons = 8\nweights = "nope"', "declared model"),
+        ('openai_dataset = "/d"\nnum_layers = 3\nneurons = 8\nweights = "tiny"', "same model"),
         (
             'openai_dataset = "/d"\nnum_layers = 2\nneurons = 8\nneuron_sample = "some"',
             "neuron_sample 'some'",

@@ -5,6 +5,7 @@ model exports back to the same bytes, and as a dataset that polars and `datasets
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from autointerp.config.settings import load_settings
 from autointerp.storage.delta import read_table, table_version
+from autointerp.storage.hashing import content_hash
 from pipelines.cli import main
 from tests.interchange.conftest import RECORDS_SECTION
 
@@ -130,7 +132,22 @@ def test_an_imported_model_runs_compares_revises_and_exports_back(
     shared = imported_env / "shared"
     main(["export", "dataset", "--out", str(shared)])
     card = (shared / "README.md").read_text()
-    assert "config_name: scores" in card and IMPORTED in card
+    assert "license: other\nconfigs:\n- config_name: corpus" in card
+    assert f"imported from the published dataset {published}; 2 layers" in card
+    assert "  - unknown: " in card  # the corpus's licences, counted
+    metadata = json.loads((shared / "autointerp.json").read_text())
+    for exported in metadata["tables"]:
+        assert exported["version"] == table_version(str(tables / exported["name"]))
+        runs = ", ".join(exported["run_ids"])
+        assert runs and f"| {exported['name']} | {exported['rows']:,} | " in card
+        assert f" | {exported['version']} | {runs} |" in card
+    profiles = {(p["role"], p["name"]): p for p in metadata["profiles"]}
+    assert set(profiles) >= {("explainer", IMPORTED), ("simulator", IMPORTED)}
+    for info in profiles.values():  # the settings listed are what the hash covers
+        assert content_hash(info["role"], info["settings"]) == info["hash"]
+        assert f"| {info['role']} | {info['name']} | `{info['hash']}` | " in card
+    assert profiles[("explainer", IMPORTED)]["settings"]["source"] == str(published)
+    assert "## How the scores were computed" in card
     assert pl.read_parquet(shared / "scores/*.parquet").height == scores.height
     # `datasets` reads the files, and the card's configurations, offline.
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

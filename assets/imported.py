@@ -12,7 +12,7 @@ from autointerp.interchange.layout import Dataset
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 
-LOGIC_VERSION = "import-1"
+LOGIC_VERSION = "import-2"
 
 
 def imported_records_assets(
@@ -36,9 +36,10 @@ def imported_records_assets(
             "corpus": dg.AssetOut(
                 key=[prefix, "corpus"],
                 description=(
-                    f"The excerpts of the records imported from {source}, per layer: "
-                    "excerpt_id (from the record's file and position), text, tokens as "
-                    "published, source (the record file), license."
+                    f"The excerpts of the records imported from {source}, per layer, each "
+                    "layer's a corpus of its own: corpus_id (a hash of its content, which the "
+                    "layer's records name), excerpt_id (from the record's file and position), "
+                    "text, tokens as published, source (the record file), license."
                 ),
                 **common,
             ),

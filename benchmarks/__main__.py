@@ -15,6 +15,7 @@ from benchmarks import (
     refresh,
     revisions,
     scoring,
+    viewer,
 )
 
 BENCHMARKS = {
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "interchange": interchange.main,
+    "viewer": viewer.main,
 }
 
 if __name__ == "__main__":

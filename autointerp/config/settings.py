@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
-from autointerp.activations.sampling import NeuronSample
+from autointerp.activations.sampling import is_sample_spec
 from autointerp.config.profiles import Profiles, imported_profiles, load_profiles
+from autointerp.config.validation import Rule, at_least, between, build, matches, one_of
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN_LIST_TOP
@@ -58,10 +61,20 @@ class ModelSpec:
     neurons: int | None = None  # per layer, an imported model only
     neuron_sample: str = "all"  # which neurons of each layer are imported
     weights: str | None = None  # a declared model with these activations, an imported model only
-    dtype: str = "auto"  # auto: bfloat16 on CPU (measured ~2-5x faster than fp32), fp16 on CUDA
+    dtype: str = "auto"  # auto: bfloat16 (measured ~2-5x faster than fp32 on CPU), see load
     device: str = "auto"  # auto: CUDA when present
     batch_size: int = 32
     context_length: int = 2048
+
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "num_layers": at_least(1, "a whole number"),
+        "batch_size": at_least(1, "a whole number"),
+        "context_length": at_least(1, "a whole number"),
+        "dtype": one_of(*DTYPES),
+        "neurons": at_least(1, "a whole number"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "device": matches(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N, mps or xpu"),
+    }
 
     @property
     def key_prefix(self) -> str:
@@ -92,6 +105,17 @@ class CorpusSpec:
     text_field: str = "text"  # field or column holding the text (jsonl, parquet, hf)
     hf_split: str = "train"
 
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "source": matches(
+            r"shakespeare|fortunes|(text|jsonl|parquet|hf):.+",
+            "shakespeare, fortunes, text:PATH, jsonl:PATH, parquet:PATH or hf:DATASET_ID",
+        ),
+        "excerpt_tokens": at_least(1, "a whole number"),
+        "max_excerpts": at_least(1, "a whole number (or unset: every excerpt)"),
+        "text_field": matches(r".+", "a field name"),
+        "hf_split": matches(r".+", "a split name"),
+    }
+
 
 @dataclass(frozen=True)
 class RecordsSpec(Versioned):
@@ -112,13 +136,17 @@ class RecordsSpec(Versioned):
     seed: int = 0
     top_mean_tokens: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("top_k", "random_k", "reference_k", "quantile_k", "boundary_pool", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"[records] {name} = {value!r}: a whole number >= 0 is needed")
-        if self.top_k < 1 or self.boundary_pool < 1:
-            raise ConfigError("[records] top_k and boundary_pool must be at least 1")
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        # The reference's splits need a top excerpt for each of train, calibration, valid and
+        # test, and a random one for each scoring split.
+        "top_k": at_least(4, "a whole number (one per split: train, calibration, valid, test)"),
+        "random_k": at_least(3, "a whole number (one per scoring split)"),
+        "reference_k": at_least(0, "a whole number"),
+        "quantile_k": at_least(0, "a whole number"),
+        "boundary_pool": at_least(1, "a whole number"),
+        "seed": at_least(0, "a whole number"),
+        "top_mean_tokens": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -156,6 +184,20 @@ class RevisionSpec(Versioned):
     texts_per_pass: int = 1024  # texts run through the subject model at once (memory bound)
 
     OPERATIONAL = frozenset({"texts_per_pass"})  # a memory bound: it changes no result
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "rounds": at_least(0, "a whole number"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "n_texts": at_least(1, "a whole number"),
+        "mine_k": at_least(0, "a whole number"),
+        "min_miss": between(0, 1),
+        "generation_tokens_per_text": at_least(1, "a whole number"),
+        "high_prediction": between(0, 10),
+        "fired": between(0, 1),
+        "strong": between(0, 1),
+        "min_misfires": at_least(1, "a whole number"),
+        "misfire_ratio": at_least(0),
+        "texts_per_pass": at_least(1, "a whole number"),
+    }
     SINCE_DEFAULT = frozenset(
         {
             "reviser",
@@ -181,9 +223,12 @@ class SummarySpec(Versioned):
 
     SINCE_DEFAULT = frozenset({"bootstrap_samples", "bootstrap_seed"})
     OPERATIONAL = frozenset({"floor_sample", "floor_seed"})  # versions simulations, not summaries
-
-    def __post_init__(self) -> None:
-        NeuronSample.parse(self.floor_sample)
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "bootstrap_samples": at_least(100, "a whole number"),
+        "bootstrap_seed": at_least(0, "a whole number"),
+        "floor_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "floor_seed": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -270,38 +315,31 @@ class Settings:
         return replace(self, profiles=profiles)
 
 
-def _model_spec(name: str, raw: dict) -> ModelSpec:
+def _model_spec(name: str, raw: Any) -> ModelSpec:
+    section = f"models.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, not {raw!r}")
     raw = dict(raw)
+    if "num_layers" not in raw:
+        raise ConfigError(f"[{section}] num_layers is missing: the model's number of layers")
     gguf = raw.pop("gguf", None)
-    try:
-        spec = ModelSpec(name=name, gguf=GgufSource(**gguf) if gguf else None, **raw)
-    except TypeError as err:
-        raise ConfigError(f"model {name!r}: {err}") from None
-    sources = [s for s in (spec.hf_id, spec.path, spec.gguf, spec.openai_dataset) if s]
-    if len(sources) != 1:
+    source = build(GgufSource, f"{section}.gguf", gguf, rules={}) if gguf is not None else None
+    spec = build(ModelSpec, section, raw, fixed={"name": name, "gguf": source})
+    if len([s for s in (spec.hf_id, spec.path, spec.gguf, spec.openai_dataset) if s]) != 1:
+        raise ConfigError(f"[{section}] give exactly one of hf_id, path, gguf or openai_dataset")
+    if spec.imported and spec.neurons is None:
+        raise ConfigError(f"[{section}] an openai_dataset needs neurons (per layer)")
+    if not spec.imported and (
+        spec.neurons is not None or spec.weights is not None or spec.neuron_sample != "all"
+    ):
         raise ConfigError(
-            f"model {name!r}: give exactly one of hf_id, path, gguf or openai_dataset"
+            f"[{section}] neurons, neuron_sample and weights are for an openai_dataset only"
         )
-    if spec.imported:
-        if spec.neurons is None or spec.neurons < 1:
-            raise ConfigError(f"model {name!r}: an openai_dataset needs neurons (per layer) >= 1")
-        NeuronSample.parse(spec.neuron_sample)
-    elif spec.neurons is not None or spec.weights is not None or spec.neuron_sample != "all":
-        raise ConfigError(
-            f"model {name!r}: neurons, neuron_sample and weights are for an openai_dataset only"
-        )
-    if spec.dtype not in DTYPES:
-        raise ConfigError(f"model {name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
-    if spec.num_layers < 1 or spec.batch_size < 1 or spec.context_length < 1:
-        raise ConfigError(f"model {name!r}: num_layers, batch_size, context_length must be >= 1")
     return spec
 
 
-def _section(raw: dict, key: str, cls: type) -> object:
-    try:
-        return cls(**raw.get(key, {}))
-    except TypeError as err:
-        raise ConfigError(f"[{key}]: {err}") from None
+def _section(raw: dict, key: str, cls: type) -> Any:
+    return build(cls, key, raw.get(key, {}))
 
 
 def load_settings(
@@ -318,17 +356,20 @@ def load_settings(
     general = raw.get("autointerp", {})
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
-    models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    declared = raw.get("models", {})
+    if not isinstance(declared, dict):
+        raise ConfigError("[models] must hold one table per model, e.g. [models.NAME]")
+    models = {name: _model_spec(name, spec) for name, spec in declared.items()}
     for model in models.values():
         weights = models.get(model.weights) if model.weights else None
         if model.weights and (weights is None or weights.imported):
             raise ConfigError(
-                f"model {model.name!r}: weights = {model.weights!r} must name a declared model "
-                "with weights (gguf, path or hf_id)"
+                f"[models.{model.name}] weights = {model.weights!r}: the name of a declared "
+                "model with weights (gguf, path or hf_id)"
             )
         if weights is not None and weights.num_layers != model.num_layers:
             raise ConfigError(
-                f"model {model.name!r} has {model.num_layers} layers, but its weights "
+                f"[models.{model.name}] num_layers = {model.num_layers}, but its weights "
                 f"{weights.name!r} have {weights.num_layers}: they must be the same model"
             )
     storage = _section(raw, "storage", StorageSpec)

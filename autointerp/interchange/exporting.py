@@ -116,13 +116,15 @@ def read_layer(
     """A layer's tables as the export reads them, each at the version given (pinned once, so that
     every layer comes from the same versions)."""
 
-    def read(table: str, where: pl.Expr | None = None) -> pl.DataFrame:
+    def read(
+        table: str, where: pl.Expr | None = None, columns: list[str] | None = None
+    ) -> pl.DataFrame:
         return delta.read_table(
             f"{model_root}/{table}",
             partition_column="layer",
             partitions=[layer],
             version=versions[table],
-            columns=READ[table],
+            columns=columns or READ[table],
             where=where,
             storage_options=storage_options,
         )
@@ -132,11 +134,22 @@ def read_layer(
         [records[f"{name}_excerpt_ids"].explode().drop_nulls() for name in SAMPLES]
         + [records["quantile_excerpt_ids"].explode().explode().drop_nulls()]
     )
+    wanted = pl.col("excerpt_id").is_in(ids.unique().implode())
+    # Corpora live side by side in the corpus table, their excerpt ids overlapping: read the one
+    # the layer's records name (records written before corpora had an identity name none).
+    uri, version = f"{model_root}/neuron_records", versions["neuron_records"]
+    named = delta.read_table(
+        uri, version=version, where=pl.lit(False), storage_options=storage_options
+    )
+    if "corpus_id" in named.columns:
+        corpus_ids = read("neuron_records", columns=["corpus_id"])["corpus_id"].drop_nulls()
+        if len(corpus_ids):
+            wanted &= pl.col("corpus_id").is_in(corpus_ids.unique().implode())
     corpus = delta.read_table(
         f"{model_root}/corpus",
         version=versions["corpus"],
         columns=["excerpt_id", "tokens"],
-        where=pl.col("excerpt_id").is_in(ids.unique().implode()),
+        where=wanted,
         storage_options=storage_options,
     )
     by_explainer = pl.col("explainer") == explainer

@@ -19,11 +19,14 @@ slot). An excerpt scored in the explanations file is the kept record it matches 
 activations); one that matches none is added to the corpus with the next free slot, as `top` when
 it peaks at least as high as the neuron's weakest top record, else `random`. A corpus row holds
 the tokens as published, their concatenation as text, no token ids, the record file as source,
-and an unknown licence (the publisher's terms apply).
+and an unknown licence (the publisher's terms apply). Each layer's excerpts are a corpus of their
+own, with a `corpus_id` hashed from their content (`LayerCorpusId`), which the layer's records
+name as a captured layer's records name the corpus they were captured over.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -209,19 +212,56 @@ def import_layers(
         for layer in layers
     }
     total, done = sum(len(v) for v in chosen.values()), 0
+    corpus_ids: dict[int, str] = {}
     with many_objects():
         for layer in layers:
             dataset.check_layer(layer)
+            identity = LayerCorpusId()
             for start in range(0, len(chosen[layer]), _CHUNK):
                 read = _read_neurons(dataset, layer, chosen[layer][start : start + _CHUNK], spec)
-                frames.append((_corpus(read), _records(read), _explanations(read)))
+                corpus = _corpus(read)
+                identity.update(corpus)
+                frames.append((corpus, _records(read), _explanations(read)))
                 done += len(read)
                 if progress is not None:
                     progress(done, total)
+            corpus_ids[layer] = identity.hexdigest()
     if not frames:
         raise InputError(f"no neuron to import: neuron_sample {neuron_sample!r} chose none")
     corpus, records, explanations = (pl.concat(parts) for parts in zip(*frames, strict=True))
-    return corpus, records, explanations
+    ids = pl.col("layer").replace_strict(corpus_ids, return_dtype=pl.Utf8).alias("corpus_id")
+    return corpus.select(ids, pl.all()), records.with_columns(ids), explanations
+
+
+class LayerCorpusId:
+    """The identity of a layer's imported corpus, fed its frame a chunk at a time: a hash of
+    every excerpt's id, tokens, source and licence (so the same files, neurons and records
+    settings give the same id, however the reading was chunked)."""
+
+    _STRINGS = ("tokens", "source", "license")  # each hashed as byte lengths, then the bytes
+
+    def __init__(self) -> None:
+        parts = ["excerpt_id", "token_counts"]
+        parts += [f"{column}{half}" for column in self._STRINGS for half in ("_lengths", "")]
+        self._parts = {part: hashlib.sha256() for part in parts}
+
+    def update(self, corpus: pl.DataFrame) -> None:
+        numbers = {
+            "excerpt_id": corpus["excerpt_id"],
+            "token_counts": corpus["tokens"].list.len(),
+        }
+        for column in self._STRINGS:
+            strings = corpus[column].explode() if column == "tokens" else corpus[column]
+            numbers[f"{column}_lengths"] = strings.str.len_bytes()
+            self._parts[column].update("".join(strings.to_list()).encode())
+        for part, series in numbers.items():
+            self._parts[part].update(series.to_numpy().astype(np.int64).tobytes())
+
+    def hexdigest(self) -> str:
+        whole = hashlib.sha256(b"imported-corpus")
+        for part in self._parts.values():
+            whole.update(part.digest())
+        return f"corpus-{whole.hexdigest()[:16]}"
 
 
 def _lists(arrays: Sequence[np.ndarray], *lengths: Sequence[int], dtype=np.float32) -> pl.Series:

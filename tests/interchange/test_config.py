@@ -37,7 +37,7 @@ def settings_of(tmp_path: Path, model: str, extra: str = ""):
         ('openai_dataset = "/d"\nnum_layers = 3\nneurons = 8\nweights = "tiny"', "same model"),
         (
             'openai_dataset = "/d"\nnum_layers = 2\nneurons = 8\nneuron_sample = "some"',
-            "neuron_sample 'some'",
+            "neuron_sample = 'some'",
         ),
     ],
 )

@@ -15,6 +15,9 @@ import pytest
 from autointerp.config.settings import load_settings
 from autointerp.storage.delta import read_table, table_version
 from autointerp.storage.hashing import content_hash
+from autointerp.viewer.layer import LayerQuery
+from autointerp.viewer.neuron import neuron_page
+from autointerp.viewer.pages import Links, Site
 from pipelines.cli import main
 from tests.interchange.conftest import RECORDS_SECTION
 
@@ -76,7 +79,13 @@ def test_an_imported_model_runs_compares_revises_and_exports_back(
     records = table("neuron_records").sort("layer", "neuron")
     kept = [c for c in source.records.columns if not c.endswith("excerpt_ids")]
     assert records.select(kept).equals(source.records.select(kept))
-    assert table("corpus")["excerpt_id"].n_unique() == table("corpus").height
+    corpus = table("corpus")
+    assert corpus["excerpt_id"].n_unique() == corpus.height
+    # Each layer's excerpts are a corpus of their own, which its records and scores name.
+    layer_corpora = corpus.select("layer", "corpus_id").unique().sort("layer")
+    assert layer_corpora.height == 2 and layer_corpora["corpus_id"].n_unique() == 2
+    named = records.select("layer", "corpus_id").unique().sort("layer")
+    assert named.equals(layer_corpora.cast(named.schema))
     # The published explanations are a profile of their own, beside the baseline explainer's;
     # no LLM was called for them.
     explanations = table("explanations")
@@ -100,6 +109,8 @@ def test_an_imported_model_runs_compares_revises_and_exports_back(
     )
     values = ["layer", "neuron", "ev_correlation", "rsquared", "absolute_dev_explained"]
     assert published_scores.select(values).equals(stored.select(values))
+    summary = table("score_summary").select("explainer", "simulator").unique()
+    assert summary.sort("explainer", "simulator").rows() == pairs.rows()
     # Compared with the baseline explainer, and revised by the baseline reviser, whose
     # counterexample texts ran through the declared weights.
     compare = table("compare")
@@ -111,6 +122,26 @@ def test_an_imported_model_runs_compares_revises_and_exports_back(
     assert set(revised["explainer"]) == {IMPORTED} and revised.height == 6
     counter = table("counterexamples_r1").filter(pl.col("source") == "generated")
     assert counter["true_activations"].drop_nulls().len() > 0
+
+    # The viewer shows the imported excerpts' tokens, from the layer's corpus, and the published
+    # scores beside this project's.
+    site = Site(load_settings())
+    overview = site.overview("published", Links())
+    assert f"{IMPORTED} → {IMPORTED}" in overview and f"{IMPORTED} → lexical-baseline" in overview
+    assert site.layer("published", 1, LayerQuery(), Links()) and site.neuron(
+        "published", 1, 3, Links()
+    )
+    page = neuron_page(site.model("published")[1], 1, 3)
+    assert {(g.explainer, g.simulator) for g in page.groups if g.samples[0].chosen} == {
+        (IMPORTED, IMPORTED),
+        (IMPORTED, "lexical-baseline"),
+        ("token-statistics-baseline", "lexical-baseline"),
+    }
+    tokens = dict(source.corpus.select("excerpt_id", "tokens").iter_rows())
+    record = source.records.filter((pl.col("layer") == 1) & (pl.col("neuron") == 3)).row(
+        0, named=True
+    )
+    assert [e.tokens for e in page.top] == [tokens[i] for i in record["top_excerpt_ids"]]
 
     capsys.readouterr()
     main(["lineage", "--layer", "1", "--neuron", "3", "--explainer", IMPORTED])
@@ -132,7 +163,7 @@ def test_an_imported_model_runs_compares_revises_and_exports_back(
     shared = imported_env / "shared"
     main(["export", "dataset", "--out", str(shared)])
     card = (shared / "README.md").read_text()
-    assert "license: other\nconfigs:\n- config_name: corpus" in card
+    assert "license: other\nconfigs:\n" in card and "- config_name: corpus\n" in card
     assert f"imported from the published dataset {published}; 2 layers" in card
     assert "  - unknown: " in card  # the corpus's licences, counted
     metadata = json.loads((shared / "autointerp.json").read_text())
@@ -175,7 +206,8 @@ def test_a_bad_file_fails_the_import_and_writes_nothing(
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     with pytest.raises(SystemExit) as failed:
         main(["run", "--layers", "0-1"])
-    assert str(bad) in str(failed.value) and "'ActivationRecords'" in str(failed.value)
+    message = str(failed.value)  # one line, naming the file and what is wrong in it
+    assert str(bad) in message and "'ActivationRecords'" in message and "\n" not in message
     root = load_settings().model_root(load_settings().model("published"))
     for name in ("corpus", "neuron_records", "imported_explanations", "explanations"):
         assert table_version(f"{root}/{name}") is None

@@ -19,7 +19,7 @@ import pytest
 from autointerp.activations.splits import split_records
 from autointerp.config.profiles import imported_profiles
 from autointerp.errors import InputError
-from autointerp.interchange.exporting import export_openai
+from autointerp.interchange.exporting import export_openai, read_layer
 from autointerp.interchange.imported import (
     imported_explanations,
     imported_scores,
@@ -27,6 +27,7 @@ from autointerp.interchange.imported import (
 )
 from autointerp.interchange.importing import import_layers
 from autointerp.interchange.layout import Dataset
+from autointerp.storage.delta import write_partitions
 from tests.interchange.conftest import LAYERS, NEURONS, SPEC, layer_tables
 
 # The publication's dataclasses and their fields (REFERENCE.md). Its reader builds each object
@@ -295,7 +296,8 @@ def test_a_url_is_read_only_when_the_network_is_allowed(published, served):
     options = {"neurons": NEURONS, "neuron_sample": "random:3:0", "spec": SPEC}
     remote = import_layers(Dataset(served, allow_network=True), [1], **options)
     local = import_layers(Dataset(str(published)), [1], **options)
-    files = ["record_file", "explanation_file", "source"]
+    # Where each excerpt was read from, and so the corpus identity hashed from it, differ.
+    files = ["record_file", "explanation_file", "source", "corpus_id"]
     for theirs, ours in zip(remote, local, strict=True):
         assert theirs.drop(files, strict=False).equals(ours.drop(files, strict=False))
     assert remote[1]["record_file"][0].startswith(served)
@@ -305,3 +307,42 @@ def test_a_url_is_read_only_when_the_network_is_allowed(published, served):
             [1],
             **{**options, "neurons": 10, "neuron_sample": "all"},
         )
+
+
+def test_an_export_reads_the_corpus_its_records_name(source, tmp_path):
+    """Corpora live side by side in the corpus table with overlapping excerpt ids: the export
+    takes the tokens of the one the layer's records were captured over."""
+    mine = source.corpus.select(pl.lit("corpus-mine").alias("corpus_id"), pl.all())
+    other = mine.with_columns(
+        corpus_id=pl.lit("corpus-other"), tokens=pl.col("tokens").list.reverse()
+    )
+    records = source.records.with_columns(corpus_id=pl.lit("corpus-mine"))
+    tables = {
+        "corpus": (pl.concat([other, mine]), "corpus_id", ["corpus-mine", "corpus-other"]),
+        "neuron_records": (records, "layer", list(LAYERS)),
+        **{
+            name: (getattr(source, name), "layer", list(LAYERS))
+            for name in ("explanations", "simulations", "scores")
+        },
+    }
+    for name, (frame, column, partitions) in tables.items():
+        write_partitions(
+            str(tmp_path / name),
+            frame,
+            partition_column=column,
+            partitions=partitions,
+            commit_metadata={},
+        )
+    versions = {name: 0 for name in tables}
+    explainer, simulator = source.explanations["explainer"][0], source.scores["simulator"][0]
+
+    def from_delta(layer: int):
+        return read_layer(str(tmp_path), layer, explainer, simulator, versions)
+
+    export_openai(tmp_path / "from-delta", LAYERS, from_delta, {})
+    export_openai(tmp_path / "from-memory", LAYERS, lambda layer: layer_tables(source, layer), {})
+    files = sorted((tmp_path / "from-memory").glob("*/*/*.json*"))
+    assert len(files) == 2 * len(LAYERS) * NEURONS
+    for file in files:
+        path = file.relative_to(tmp_path / "from-memory")
+        assert (tmp_path / "from-delta" / path).read_bytes() == file.read_bytes()

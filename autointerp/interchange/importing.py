@@ -253,7 +253,7 @@ class LayerCorpusId:
         for column in self._STRINGS:
             strings = corpus[column].explode() if column == "tokens" else corpus[column]
             numbers[f"{column}_lengths"] = strings.str.len_bytes()
-            self._parts[column].update("".join(strings.to_list()).encode())
+            self._parts[column].update(strings.str.join("").item().encode())
         for part, series in numbers.items():
             self._parts[part].update(series.to_numpy().astype(np.int64).tobytes())
 

@@ -25,7 +25,7 @@ from autointerp.interchange.imported import (
     imported_scores,
     imported_simulations,
 )
-from autointerp.interchange.importing import import_layers
+from autointerp.interchange.importing import LayerCorpusId, import_layers
 from autointerp.interchange.layout import Dataset
 from autointerp.storage.delta import write_partitions
 from tests.interchange.conftest import LAYERS, NEURONS, SPEC, layer_tables
@@ -346,3 +346,27 @@ def test_an_export_reads_the_corpus_its_records_name(source, tmp_path):
     for file in files:
         path = file.relative_to(tmp_path / "from-memory")
         assert (tmp_path / "from-delta" / path).read_bytes() == file.read_bytes()
+
+
+def test_a_layer_corpus_id_is_its_content_however_read():
+    corpus = pl.DataFrame(
+        {
+            "excerpt_id": [1, 2, 3],
+            "tokens": [["a", "bc"], ["ab", "c"], ["d"]],
+            "source": ["f/0.json", "f/0.json", "f/1.json"],
+            "license": ["x", "x", "x"],
+        }
+    )
+
+    def identity(*chunks: pl.DataFrame) -> str:
+        hasher = LayerCorpusId()
+        for chunk in chunks:
+            hasher.update(chunk)
+        return hasher.hexdigest()
+
+    whole = identity(corpus)
+    assert identity(corpus.head(1), corpus.tail(2)) == whole
+    # Tokens that concatenate alike are still other tokens.
+    swapped = corpus.with_columns(tokens=pl.Series([["ab", "c"], ["a", "bc"], ["d"]]))
+    assert identity(swapped) != whole
+    assert identity(corpus.with_columns(source=pl.lit("g/0.json"))) != whole

@@ -19,7 +19,7 @@ from autointerp.simulate.simulations import simulate
 from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "simulations-3"
+LOGIC_VERSION = "simulations-4"
 
 
 def simulations_assets(

@@ -330,7 +330,7 @@ def explainer_handler(excerpts: pl.DataFrame, *, faults: bool = True):
 def echo_handler(received):
     """Completions with echo: at each target `unknown`, 8 with p = 0.5 on the explained word."""
     prompt = received.body["prompt"]
-    assert received.body["echo"] and received.body["max_tokens"] == 0
+    assert received.body["echo"] and received.body["max_tokens"] == 1
     word = re.findall(r"does is find the word (\w+)", prompt)[-1]
     target_start = prompt.rindex("<start>\n")
     lines = prompt[target_start:].split("\n")[1:-2]

@@ -169,7 +169,8 @@ def _outcome(request: SimulationRequest, result: CallResult, max_missing: float)
     be read, or more than `max_missing` of the tokens went unanswered."""
     if not result.ok:
         return Outcome(expected=None, method=request.method, error=result.error)
-    truncated = "length" in result.finish_reasons
+    # An all-at-once reply stops at its one generated token by design: never "cut off".
+    truncated = request.method != ALL_AT_ONCE and "length" in result.finish_reasons
     try:
         method, simulation = _parse(request, result)
     except AutointerpError as err:

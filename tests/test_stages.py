@@ -22,6 +22,7 @@ from autointerp.explain.explainer_prompt import EXPLAINER_SYSTEM_MESSAGE
 from autointerp.explain.explanations import explain
 from autointerp.explain.few_shot import FEW_SHOT_SETS
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import ServerUnsuitable
 from autointerp.score.calibration import fit_linear_calibration
 from autointerp.score.metrics import score_all
 from autointerp.score.scores import score
@@ -466,11 +467,11 @@ def test_llm_simulations_with_chat_logprobs(excerpts, tmp_path):
         assert headline(scores, neuron) > 0.8
 
 
-def test_llm_simulations_with_all_at_once_echo(excerpts):
+def test_llm_simulations_with_all_at_once_echo(excerpts, tmp_path):
     explanations = explanations_frame({0: "the word cat"})
     with LLMServer(echo_handler) as server:
         profile = llm_simulator(server, "all_at_once")
-        with LLMClient(profile.endpoint(), sleep=no_sleep) as client:
+        with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
             frame, calls = simulate(profile, explanations, excerpts, client=client)
         assert server.count(COMPLETIONS_PATH) == len(calls) == 30
     assert frame["error"].null_count() == 30
@@ -608,15 +609,30 @@ def test_a_reply_without_logprobs_is_recorded_as_read_as_plain_text(excerpts, tm
 
     def handler(received):
         tokens = target_tokens(received.body["messages"][-1]["content"])
-        text = "\n".join(f"{t}\t{8 if t == ' cat' else 1}" for t in tokens)
-        return Answer([text], logprobs=False)  # a server that ignores the request for logprobs
+        values = {i: ("8" if t == " cat" else "1") for i, t in enumerate(tokens)}
+        # The first request (the stage's probe) gets logprobs; the rest do not.
+        first = server.count() == 1
+        return Answer([lines_reply(tokens, values, logprobs=first)], logprobs=first)
 
     with LLMServer(handler) as server:
         profile = llm_simulator(server, "chat_logprobs")
         with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
             frame, _ = simulate(profile, explanations, excerpts, client=client)
-    assert set(frame["method"]) == {"plain-text"}  # the fallback says so, row by row
-    assert set(frame["sampled_positions"].list.len()) == {LENGTH}
+        assert server.count() == frame.height  # the probe's reply is the stage's, not a repeat
+    methods = frame.group_by("method").len()  # the fallback says so, row by row
+    assert dict(methods.iter_rows()) == {"plain-text": frame.height - 1, "chat-logprobs": 1}
+    plain = frame.filter(pl.col("method") == "plain-text")
+    assert set(plain["sampled_positions"].list.len()) == {LENGTH}
+
+
+def test_a_server_without_chat_logprobs_is_refused_before_the_stage(excerpts):
+    explanations = explanations_frame({0: "the word cat"})
+    with LLMServer(lambda _: Answer(["1"], logprobs=False)) as server:
+        profile = llm_simulator(server, "chat_logprobs")
+        client = LLMClient(profile.endpoint(), sleep=no_sleep)
+        with client, pytest.raises(ServerUnsuitable, match=r"no logprobs.*plain_text"):
+            simulate(profile, explanations, excerpts, client=client)
+        assert server.count() == 1
 
 
 def test_the_token_list_explainer_shows_tokens_ranked_over_the_corpus(excerpts):

@@ -100,6 +100,15 @@ class LLMClient:
                 "client from profile.endpoint()"
             )
 
+    def with_attempts(self, max_attempts: int) -> LLMClient:
+        """A client of the same endpoint, cache folder and backoff that tries each call at most
+        `max_attempts` times (close it after use)."""
+        return LLMClient(
+            replace(self.endpoint, max_attempts=min(max_attempts, self.endpoint.max_attempts)),
+            self.cache.path.parent if self.cache is not None else None,
+            sleep=self._sleep,
+        )
+
     def __repr__(self) -> str:
         cache = self.cache.path if self.cache is not None else None
         return f"LLMClient({self.endpoint!r}, cache={cache})"

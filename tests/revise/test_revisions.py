@@ -413,7 +413,9 @@ def test_rerun_with_the_same_cache_makes_no_http_call(excerpts, tmp_path):
     assert second[1].equals(first[1]) and second[2].equals(first[2])
 
 
-def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(inputs, excerpts):
+def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(
+    inputs, excerpts, tmp_path
+):
     """Every excerpt opens with its own marker token, so a prompt shows which excerpts it holds:
     none of the neuron's valid or test ones, even when they are offered as mining candidates."""
     corpus, _ = inputs
@@ -442,7 +444,7 @@ def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(inp
     candidates = mining_candidates(excerpts, neuron_records=neuron_records, corpus=corpus)
     assert set(leaky[:4]) <= set(candidates["excerpt_id"])  # offered, to be filtered
     with LLMServer(explainer_handler(NARROW)) as server:
-        _, found, _, _ = run_round(server, excerpts, None, candidates=candidates)
+        _, found, _, _ = run_round(server, excerpts, tmp_path / "cache", candidates=candidates)
         prompts = [
             r.body["messages"][1]["content"]
             for r in server.requests

@@ -3,6 +3,7 @@ rule that decides when a stage's row errors fail the stage."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,20 @@ class InputError(AutointerpError):
 
 class TooManyErrors(AutointerpError):
     """More of a stage's rows failed than the configuration's max_error_fraction allows."""
+
+
+_STEP = re.compile(r"^[a-z]+$")  # a step's name before its error: "revision: HTTP 500: ..."
+_NUMBER = re.compile(r"(?<!HTTP )\b\d+(?:\.\d+)?\b")
+
+
+def error_kind(message: str) -> str:
+    """What kind of failure an error message reports, for counting errors alike: its text up
+    to the first colon or parenthesis (past a leading step name), numbers as N but HTTP
+    statuses kept: "HTTP 500", "timed out after N s", "revision: HTTP 503"."""
+    head, *rest = re.split(r"\s*[:(]\s*", message.strip(), maxsplit=2)
+    if _STEP.match(head) and rest and rest[0]:
+        head = f"{head}: {rest[0]}"
+    return _NUMBER.sub("N", head)[:80] or "error"
 
 
 def check_error_fraction(frame: pl.DataFrame, max_fraction: float, *, stage: str) -> None:

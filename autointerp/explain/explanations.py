@@ -131,8 +131,14 @@ def explain(
         "top_p": profile.top_p,
     }
     llm_requests = [LLMRequest.chat(request.messages, **params) for _, request in prompts]
+    if progress is not None:
+        progress(
+            done, len(neurons)
+        )  # starts the clock: a stage waiting on its first call reports so
     probe(client, llm_requests)
-    results = client.run_all(llm_requests, on_result=lambda _, __: tick())
+    results = client.run_all(
+        llm_requests, on_result=lambda _, __: tick(), label=f"explanations by {profile.name}"
+    )
     for (neuron, request), result in zip(prompts, results, strict=True):
         common = {"prompt_hash": request.prompt_hash, "call_ids": [result.call_id]}
         if not result.ok:

@@ -262,7 +262,7 @@ def generate_texts(
     }
     llm_requests = [LLMRequest.chat(p.messages, **params) for _, p in asked]
     probe(client, llm_requests)
-    results = client.run_all(llm_requests)
+    results = client.run_all(llm_requests, label=f"round {round_number}: counterexample texts")
     for (neuron, _), result in zip(asked, results, strict=True):
         if not result.ok:
             out[neuron] = Generated([], [result.call_id], f"generation: {result.error}")

@@ -283,7 +283,7 @@ def revise_round(
         }
         llm_requests = [LLMRequest.chat(p.messages, **params) for p in prompts]
         probe(explainer_client, llm_requests)
-        calls = explainer_client.run_all(llm_requests)
+        calls = explainer_client.run_all(llm_requests, label=f"round {round_number}: revisions")
         for neuron, prompt, result in zip(todo, prompts, calls, strict=True):
             row = rows[neuron]
             row["prompt_hash"], row["call_ids"] = prompt.prompt_hash, [result.call_id]

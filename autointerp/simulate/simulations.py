@@ -160,8 +160,10 @@ def simulate(
             progress(done, total)
 
     llm_requests = [_llm_request(r) for r in requests]
+    if progress is not None:
+        progress(0, total)  # starts the clock: a stage waiting on its first call reports so
     probe(client, llm_requests, needs=_NEEDS.get(profile.method))
-    results = client.run_all(llm_requests, on_result=tick)
+    results = client.run_all(llm_requests, on_result=tick, label=f"simulations by {profile.name}")
     outcomes = [
         _outcome(request, result, profile.max_missing_share)
         for request, result in zip(requests, results, strict=True)

@@ -123,7 +123,12 @@ def simulations_assets(
             "simulator_calls",
             metadata={**usage, **{f"floor_{key}": value for key, value in floor_usage.items()}},
         )
-        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
+        check_error_fraction(
+            frame,
+            settings.profiles.max_error_fraction,
+            stage="simulations",
+            audit=f"{prefix}/simulator_calls",
+        )
         versions = upstream_versions(context, prefix, top_k_excerpts, "explanations", "corpus")
         frame = frame.join(versions, on="layer")
         errors = frame["error"].is_not_null().sum()

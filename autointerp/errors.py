@@ -41,17 +41,40 @@ def error_kind(message: str) -> str:
     return _NUMBER.sub("N", head)[:80] or "error"
 
 
-def check_error_fraction(frame: pl.DataFrame, max_fraction: float, *, stage: str) -> None:
+MAX_KINDS_SHOWN = 3
+_EXAMPLE_CHARS = 120
+
+
+def error_counts(errors: list[str]) -> str:
+    """Errors counted by kind, the most common first, with one example of each (cut short):
+    "HTTP 500 x 30, e.g. 'HTTP 500: logprobs need logits_all (gave up...)'; ..."."""
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for message in errors:
+        kind = error_kind(message)
+        kinds[kind] += 1
+        examples.setdefault(kind, message)
+    shown = [
+        f"{kind} x {count}, e.g. {examples[kind][:_EXAMPLE_CHARS]!r}"
+        for kind, count in kinds.most_common(MAX_KINDS_SHOWN)
+    ]
+    if len(kinds) > MAX_KINDS_SHOWN:
+        shown.append(f"and {len(kinds) - MAX_KINDS_SHOWN} more kinds")
+    return "; ".join(shown)
+
+
+def check_error_fraction(
+    frame: pl.DataFrame, max_fraction: float, *, stage: str, audit: str | None = None
+) -> None:
     """Raise TooManyErrors when more than `max_fraction` of the frame's rows have an `error`,
-    naming the counts and the most common errors; otherwise return quietly."""
+    in one short line: the counts, the errors by kind with one example each, and the audit
+    table (`audit`) where every call of the stage is on record; otherwise return quietly."""
     total = frame.height
     errors = frame["error"].drop_nulls().to_list()
     if not total or len(errors) <= max_fraction * total:
         return
-    common = "; ".join(
-        f"{message!r} ({count})" for message, count in Counter(errors).most_common(3)
-    )
+    where = f" Every call made is in {audit}." if audit else ""
     raise TooManyErrors(
         f"{stage}: {len(errors)} of {total} rows failed ({len(errors) / total:.0%}), more than "
-        f"max_error_fraction = {max_fraction:.0%}. Most common errors: {common}"
+        f"max_error_fraction = {max_fraction:.0%}: {error_counts(errors)}.{where}"
     )

@@ -6,7 +6,16 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring
+from benchmarks import (
+    capture,
+    lineage,
+    llm,
+    memory,
+    refresh,
+    revisions,
+    scoring,
+    simulator_methods,
+)
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -16,6 +25,7 @@ BENCHMARKS = {
     "lineage": lineage.main,
     "refresh": refresh.main,
     "revisions": revisions.main,
+    "simulator_methods": simulator_methods.main,
 }
 
 if __name__ == "__main__":

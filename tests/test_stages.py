@@ -158,6 +158,35 @@ def test_offline_path_end_to_end(excerpts):
     assert row["count_ge_0_8"] == len(TRIGGERS) and row["mean"] > 0.8
 
 
+def test_the_summary_counts_the_neurons_it_drops_per_layer_and_says_why(excerpts):
+    profiles = load_profiles({})
+    explanations, _ = explain(
+        profiles.explainer("token-statistics-baseline"), excerpts, client=None
+    )
+    # Neuron 0's explanation failed; neuron 1 lost its test split to a dead server; neuron 2
+    # has no test simulation at all.
+    explanations = explanations.with_columns(
+        explanation=pl.when(pl.col("neuron") == 0).then(None).otherwise("explanation"),
+        error=pl.when(pl.col("neuron") == 0).then(pl.lit("HTTP 503: down")).otherwise("error"),
+    )
+    simulations, _ = simulate(
+        profiles.simulator("lexical-baseline"), explanations, excerpts, client=None
+    )
+    test = (pl.col("neuron") == 1) & (pl.col("split") == "test")
+    simulations = simulations.with_columns(
+        error=pl.when(test).then(pl.lit("connection error: refused")).otherwise("error"),
+        expected_activations=pl.when(test).then(None).otherwise("expected_activations"),
+    ).filter(~((pl.col("neuron") == 2) & (pl.col("split") == "test")))
+    scores = score(simulations, calibrate=False)
+
+    row = score_summary(scores, None, explanations, simulations).row(0, named=True)
+    assert row["neurons"] == DEAD + 1 - 3 and row["dropped"] == 3
+    assert row["dropped_why"] == (
+        "explanation: HTTP 503 x 1; no test simulation x 1; simulation: connection error x 1"
+    )
+    assert "dropped" not in score_summary(scores).columns  # without them, as before
+
+
 def test_baseline_explainer_never_reads_valid_or_test(excerpts):
     explainer = load_profiles({}).explainer("token-statistics-baseline")
     before, _ = explain(explainer, excerpts, client=None)
@@ -385,8 +414,29 @@ def test_llm_explanations_with_n_samples_and_per_neuron_errors(excerpts, tmp_pat
     assert all("no explanation" in e for e in malformed["error"])
 
     check_error_fraction(frame, 0.5, stage="explanations")  # 6 of 15 rows
-    with pytest.raises(TooManyErrors, match=r"6 of 15 rows failed \(40%\).*HTTP 503"):
-        check_error_fraction(frame, 0.2, stage="explanations")
+    with pytest.raises(TooManyErrors) as raised:
+        check_error_fraction(frame, 0.2, stage="explanations", audit="m/explainer_calls")
+    message = str(raised.value)
+    assert message.startswith("explanations: 6 of 15 rows failed (40%), more than")
+    assert "HTTP 503 x 3, e.g. 'HTTP 503: " in message and message.count("e.g.") == 2
+    assert message.endswith("Every call made is in m/explainer_calls.")
+
+
+def test_a_failed_stage_says_in_one_short_line_what_failed_by_kind():
+    long = "x" * 2_500  # a server's error page, quoted whole by the reply
+    errors = [f"HTTP 500: {long} (gave up after 10 attempts)"] * 40
+    errors += [
+        f"the simulator answered {i} of 16 tokens (more than 25% unanswered)" for i in range(4)
+    ]
+    errors += ["timed out after 300 s"] * 3 + ["a", "b", None]
+    frame = pl.DataFrame({"error": errors}, schema={"error": pl.Utf8})
+    with pytest.raises(TooManyErrors) as raised:
+        check_error_fraction(frame, 0.2, stage="simulations", audit="m/simulator_calls")
+    message = str(raised.value)
+    assert len(message) < 800 and "\n" not in message
+    assert "HTTP 500 x 40" in message
+    assert "the simulator answered N of N tokens x 4" in message
+    assert "timed out after N s x 3" in message and "and 2 more kinds" in message
 
 
 def test_explainer_prompts_never_hold_valid_or_test_excerpts(excerpts):

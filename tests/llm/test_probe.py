@@ -69,6 +69,12 @@ def no_prompt_logprobs(received):
             "--n_ctx",
         ),
         (
+            lambda _: http_error(400, "Requested sample logprobs of 15, which is greater than 5"),
+            ECHO,
+            "prompt_logprobs",
+            "--max-logprobs",
+        ),
+        (
             lambda _: http_error(400, "This model's maximum context length is 2048 tokens."),
             ECHO,
             "prompt_logprobs",

@@ -15,6 +15,7 @@ from benchmarks import (
     revisions,
     scoring,
     simulator_methods,
+    viewer,
 )
 
 BENCHMARKS = {
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "simulator_methods": simulator_methods.main,
+    "viewer": viewer.main,
 }
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from benchmarks import (
     refresh,
     revisions,
     scoring,
+    simulator_methods,
     viewer,
 )
 
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "interchange": interchange.main,
+    "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
 }
 

@@ -1,5 +1,6 @@
 """LLM clients for the explainer and simulator profiles, sharing one persistent response cache."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -14,8 +15,13 @@ class LLMClients(dg.ConfigurableResource):
 
     cache_dir: str
 
-    def client(self, profile: ExplainerProfile | SimulatorProfile) -> LLMClient | None:
-        """None for an offline baseline or an imported profile, which call no LLM."""
+    def client(
+        self,
+        profile: ExplainerProfile | SimulatorProfile,
+        report: Callable[[str], None] | None = None,
+    ) -> LLMClient | None:
+        """None for an offline baseline or an imported profile, which call no LLM. `report`:
+        where each batch of calls logs its progress (see LLMClient)."""
         if profile.kind != "llm":
             return None
-        return LLMClient(profile.endpoint(), cache_dir=Path(self.cache_dir))
+        return LLMClient(profile.endpoint(), cache_dir=Path(self.cache_dir), report=report)

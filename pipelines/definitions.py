@@ -21,7 +21,7 @@ def resources(settings: Settings) -> dict[str, object]:
             root_uri=settings.delta_root, storage_options=settings.storage.storage_options
         ),
         "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
-        "llm": LLMClients(cache_dir=str(settings.llm_cache)),
+        "llm": LLMClients.from_settings(settings),
     }
 
 

@@ -31,7 +31,7 @@ import openai
 from tqdm.auto import tqdm
 
 from autointerp.errors import InputError
-from autointerp.llm.cache import ResponseCache, request_hash
+from autointerp.llm.cache import ResponseCache, ResponseStore, request_hash
 from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import CallResult, LLMRequest, Status
 from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
@@ -68,7 +68,8 @@ class LLMClient:
     gets its own HTTP client and concurrency bound).
 
     `cache_dir`: folder of the persistent response cache (the project uses
-    $AUTOINTERP_HOME/llm_cache); None caches nothing. `sleep` and `seed` exist for tests: the
+    $AUTOINTERP_HOME/llm_cache); or `cache`, another store (the shared cache); neither caches
+    nothing. `sleep` and `seed` exist for tests: the
     backoff wait function and the jitter's random seed.
     """
 
@@ -77,11 +78,18 @@ class LLMClient:
         endpoint: Endpoint,
         cache_dir: str | Path | None = None,
         *,
+        cache: ResponseStore | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        if cache is not None and cache_dir is not None:
+            raise ValueError("give cache_dir or cache, not both")
+        self.cache = (
+            cache
+            if cache is not None
+            else (ResponseCache(cache_dir) if cache_dir is not None else None)
+        )
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Session] = (
@@ -101,7 +109,7 @@ class LLMClient:
             )
 
     def __repr__(self) -> str:
-        cache = self.cache.path if self.cache is not None else None
+        cache = self.cache.location if self.cache is not None else None
         return f"LLMClient({self.endpoint!r}, cache={cache})"
 
     # -- async API ---------------------------------------------------------------------------

@@ -320,6 +320,15 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
 
 
+def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    """Compact and vacuum the model's tables, keeping the versions lineage reads."""
+    from pipelines.maintenance import maintain_model
+
+    model = settings.model(args.model)
+    for report in maintain_model(settings, model, args.retention_hours):
+        print(printable(report.line(), keep_lines=False))
+
+
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
     from autointerp.config.settings import PROJECT_ROOT
@@ -355,6 +364,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain = sub.add_parser(
+        "maintain", help="compact and vacuum a model's tables, keeping what lineage reads"
+    )
+    maintain.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -374,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_compare(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+        elif args.command == "maintain":
+            if args.retention_hours is not None and args.retention_hours < 0:
+                raise InputError("--retention-hours must be at least 0")
+            command_maintain(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except SystemExit:

@@ -151,14 +151,35 @@ def statuses(home) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    """A local S3-compatible server (moto's server mode) on loopback, for the session."""
-    from moto.server import ThreadedMotoServer
+    """A local S3-compatible server (moto's server mode) on loopback, for the session. It runs
+    in a process of its own: some deltalake calls (a table's history) hold the GIL while they
+    wait for the store, so a server thread in the test process would never answer them."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120  # only a guard against a server that never starts
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=30)
 
 
 @dataclass(frozen=True)

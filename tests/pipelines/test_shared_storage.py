@@ -63,7 +63,7 @@ def test_two_runs_of_different_layers_started_together_both_finish(tiny_env):
 
     runs = [start("0"), start("1")]
     for process in runs:
-        out, err = process.communicate(timeout=900)
+        _, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-3000:]
     tables = tiny_env / "home" / "delta" / "tiny"
     scores = read_table(str(tables / "scores"))

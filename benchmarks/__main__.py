@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, storage
+from benchmarks import (
+    capture,
+    interchange,
+    lineage,
+    llm,
+    memory,
+    refresh,
+    revisions,
+    scoring,
+    storage,
+    viewer,
+)
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -16,6 +27,8 @@ BENCHMARKS = {
     "lineage": lineage.main,
     "refresh": refresh.main,
     "revisions": revisions.main,
+    "interchange": interchange.main,
+    "viewer": viewer.main,
     "storage": storage.main,
 }
 

@@ -14,10 +14,12 @@ import polars as pl
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
 from autointerp.safe_text import printable
-from autointerp.storage.delta import read_table
+from autointerp.storage.delta import read_table, table_version
 from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
 
+# Where `autointerp view` serves by default: loopback only.
+VIEW_HOST, VIEW_PORT = "127.0.0.1", 8765
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -139,22 +141,41 @@ class Materializer:
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.revisions import revisions_skipped
+
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
     materialize = Materializer(settings, model)
-    materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
-    rounds = range(1, settings.revisions.rounds + 1)
-    per_layer = LAYER_ASSETS + [
-        f"{name}_r{k}"
-        for k in rounds
-        for name in ("counterexamples", "revised_explanations", "revision_calls")
-    ]
+    if model.imported:
+        if args.excerpts is not None:
+            raise InputError(
+                f"--excerpts samples a corpus, and {model.name} is imported: its excerpts are "
+                "its dataset's records (sample neurons with neuron_sample in its [models] section)"
+            )
+        # Imported per layer, in the run of the layer: records, their corpus, the explanations.
+        imported = ["corpus", "imported_explanations"]
+    else:
+        materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+        imported = []
+    skipped = revisions_skipped(settings, model)
+    if skipped:
+        print(f"note: {skipped}", file=sys.stderr)
+    rounds = range(1, 0 if skipped else settings.revisions.rounds + 1)
+    per_layer = (
+        imported
+        + LAYER_ASSETS
+        + [
+            f"{name}_r{k}"
+            for k in rounds
+            for name in ("counterexamples", "revised_explanations", "revision_calls")
+        ]
+    )
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in per_layer], low_high)
     summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
     materialize([materialize.key(name) for name in summaries])
-    print_summary(settings, model, layers)
+    print_summary(settings, model, layers, revisions=bool(rounds))
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
@@ -166,10 +187,11 @@ def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
     corpus_excerpts = _last_corpus_size(materialize)
 
     def run(keys: list, partitions: tuple[str, str] | None) -> None:
-        # A stale corpus is rebuilt with the sample size it last had, not the whole source.
+        # A stale corpus is rebuilt with the sample size it last had, not the whole source;
+        # an imported model's comes with its records and takes no sample size.
         config = (
             materialize.corpus_config(corpus_excerpts)
-            if materialize.key("corpus") in keys
+            if materialize.key("corpus") in keys and not model.imported
             else None
         )
         materialize(keys, partitions, config)
@@ -186,7 +208,9 @@ def _last_corpus_size(materialize: Materializer) -> int | None:
     return value.value if value is not None and isinstance(value.value, int) else None
 
 
-def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
+def print_summary(
+    settings: Settings, model: ModelSpec, layers: Sequence[int], *, revisions: bool
+) -> None:
     from autointerp.activations.neuron_records import records_summary
 
     def read(table: str, **options) -> pl.DataFrame:
@@ -208,12 +232,16 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
-        if settings.revisions.rounds:
-            revisions = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
+        if revisions:
+            rounds = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
-            print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
+            print(rounds.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
-    print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
+    print(
+        f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
+        f"http://{VIEW_HOST}:{VIEW_PORT}/m/{model.name}"
+    )
+    print("Runs and assets: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 
 
 def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
@@ -251,6 +279,86 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
         seed=settings.summaries.bootstrap_seed,
     )
     print(format_comparison(comparison))
+
+
+def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
+    """Records, explanations and scored simulations in OpenAI's published layout."""
+    from autointerp.interchange.dataset import model_source
+    from autointerp.interchange.exporting import (
+        EXPORTED_SET,
+        EXPORTED_SPLIT,
+        READ,
+        export_openai,
+        read_layer,
+    )
+
+    model = settings.model(args.model)
+    layers = parse_layers(args.layers, model)
+    profiles = settings.for_model(model).profiles
+    explainer = args.explainer or profiles.active_explainers[0]
+    simulator = args.simulator or profiles.active_simulators[0]
+    root, options = settings.model_root(model), settings.storage.storage_options
+    versions = _table_versions(root, [*READ, "corpus"], options, model)
+    manifest = {
+        "format": "OpenAI neuron-explainer: collated-activations/, explanations/",
+        "model": model.name,
+        "model_source": model_source(model),
+        "explainer": explainer,
+        "simulator": simulator,
+        "scores": f"{EXPORTED_SPLIT} split, {EXPORTED_SET}, as stored in the scores table",
+        "expected_activations": "the simulator's 0-10 values, uncalibrated; null where none",
+        "tables": {"root": root, "versions": versions},
+    }
+    written = export_openai(
+        Path(args.out),
+        layers,
+        lambda layer: read_layer(root, layer, explainer, simulator, versions, options),
+        manifest,
+    )
+    for layer, counts in written["layers"].items():
+        print(
+            f"layer {layer}: {counts['neurons']} neuron records, {counts['explained']} "
+            "explanation files"
+        )
+    print(f"written: {Path(args.out).resolve()}")
+
+
+def command_export_dataset(args: argparse.Namespace, settings: Settings) -> None:
+    """Every table of the model as Parquet, with a dataset card."""
+    from assets import model_assets
+    from autointerp.interchange.dataset import export_dataset
+
+    model = settings.model(args.model)
+    root, options = settings.model_root(model), settings.storage.storage_options
+    names = [key.path[-1] for asset in model_assets(settings, model) for key in asset.keys]
+    tables = [name for name in names if table_version(f"{root}/{name}", options) is not None]
+    _table_versions(root, ["neuron_records", "scores"], options, model)  # the least worth sharing
+    metadata = export_dataset(
+        Path(args.out),
+        root,
+        tables,
+        model=model,
+        corpus=None if model.imported else settings.corpus,
+        profiles=settings.for_model(model).profiles,
+        storage_options=options,
+    )
+    for table in metadata["tables"]:
+        print(f"{table['name']}: {table['rows']:,} rows (Delta version {table['version']})")
+    print(f"written: {Path(args.out).resolve()} (README.md is the dataset card)")
+
+
+def _table_versions(
+    root: str, tables: Sequence[str], options: dict[str, str], model: ModelSpec
+) -> dict[str, int]:
+    """Each table's latest version, pinned for a whole export; an error names the missing."""
+    versions = {name: table_version(f"{root}/{name}", options) for name in tables}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise InputError(
+            f"{model.name} has no {', '.join(missing)} table yet: materialize it first "
+            f"(autointerp run --model {model.name})"
+        )
+    return {name: int(version) for name, version in versions.items() if version is not None}
 
 
 def command_repair(args: argparse.Namespace, settings: Settings) -> None:
@@ -329,6 +437,38 @@ def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
         print(printable(report.line(), keep_lines=False))
 
 
+def command_view(args: argparse.Namespace, settings: Settings) -> None:
+    """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
+    from autointerp.viewer.pages import Site
+
+    model = settings.model(args.model)
+    if args.layers and not args.export:
+        raise InputError("--layers chooses what --export writes; the server shows every layer")
+    if args.export:
+        from autointerp.viewer.export import export_site
+
+        layers = parse_layers(args.layers, model) if args.layers else None
+        site = Site(settings, whole_layers=True)
+        done = export_site(site, model.name, Path(args.export), layers)
+        print(
+            f"wrote {done.pages} pages ({done.bytes / 1e6:.1f} MB) of {model.name}, layers "
+            f"{', '.join(map(str, done.layers))}, to {done.folder}; open "
+            f"{(done.folder / 'index.html').resolve()}"
+        )
+        return
+    from autointerp.viewer.web import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"autointerp view: serving on {args.host}, beyond this machine; the viewer has no "
+            "authentication",
+            file=sys.stderr,
+        )
+    print(f"autointerp view: http://{args.host}:{args.port}/m/{model.name}  (Ctrl-C stops)")
+    sys.stdout.flush()
+    serve(Site(settings), args.host, args.port, default_model=model.name)
+
+
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
     from autointerp.config.settings import PROJECT_ROOT
@@ -360,6 +500,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
+    export = sub.add_parser("export", help="write a model's results in a shareable format")
+    formats = export.add_subparsers(dest="format", required=True)
+    openai = formats.add_parser(
+        "openai", help="records, explanations and scored simulations in OpenAI's published layout"
+    )
+    openai.add_argument("--model", help="a model declared in autointerp.toml")
+    openai.add_argument("--layers", help="'0,5,29', '0-29' or 'all' (default: all)")
+    openai.add_argument("--out", required=True, help="a new folder to write")
+    openai.add_argument("--explainer", help="the explainer profile (default: the first active)")
+    openai.add_argument("--simulator", help="the simulator profile (default: the first active)")
+    dataset = formats.add_parser("dataset", help="the tables as Parquet with a dataset card")
+    dataset.add_argument("--model", help="a model declared in autointerp.toml")
+    dataset.add_argument("--out", required=True, help="a new folder to write")
     repair = sub.add_parser(
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
@@ -372,6 +525,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--retention-hours",
         type=int,
         help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
+
+    view = sub.add_parser(
+        "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
+    )
+    view.add_argument("--model", help="the model to open (default: the config's default)")
+    view.add_argument("--host", default=VIEW_HOST, help="default: loopback only")
+    view.add_argument("--port", type=int, default=VIEW_PORT)
+    view.add_argument("--export", metavar="DIR", help="write a static copy to DIR instead")
+    view.add_argument(
+        "--layers", help="with --export: '0,5,29', '0-29' or 'all' (default: every layer run)"
     )
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
@@ -390,12 +554,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_lineage(args, settings)
         elif args.command == "compare":
             command_compare(args, settings)
+        elif args.command == "export" and args.format == "openai":
+            command_export_openai(args, settings)
+        elif args.command == "export":
+            command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
         elif args.command == "maintain":
             if args.retention_hours is not None and args.retention_hours < 0:
                 raise InputError("--retention-hours must be at least 0")
             command_maintain(args, settings)
+
+        elif args.command == "view":
+            command_view(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except SystemExit:

@@ -33,8 +33,8 @@ class LLMClients(dg.ConfigurableResource):
         )
 
     def client(self, profile: ExplainerProfile | SimulatorProfile) -> LLMClient | None:
-        """None for an offline baseline, which calls no LLM."""
-        if profile.kind == "baseline":
+        """None for an offline baseline or an imported profile, which call no LLM."""
+        if profile.kind != "llm":
             return None
         if self.shared_cache is None:
             return LLMClient(profile.endpoint(), cache_dir=Path(self.cache_dir))

@@ -16,6 +16,7 @@ from benchmarks import (
     revisions,
     scoring,
     simulator_methods,
+    storage,
     viewer,
 )
 
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "interchange": interchange.main,
     "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
+    "storage": storage.main,
 }
 
 if __name__ == "__main__":

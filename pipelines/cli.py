@@ -467,6 +467,15 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
 
 
+def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    """Compact and vacuum the model's tables, keeping the versions lineage reads."""
+    from pipelines.maintenance import maintain_model
+
+    model = settings.model(args.model)
+    for report in maintain_model(settings, model, args.retention_hours):
+        print(printable(report.line(), keep_lines=False))
+
+
 def command_view(args: argparse.Namespace, settings: Settings) -> None:
     """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
     from autointerp.viewer.pages import Site
@@ -547,6 +556,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain = sub.add_parser(
+        "maintain", help="compact and vacuum a model's tables, keeping what lineage reads"
+    )
+    maintain.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
 
     view = sub.add_parser(
         "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
@@ -581,6 +599,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+        elif args.command == "maintain":
+            if args.retention_hours is not None and args.retention_hours < 0:
+                raise InputError("--retention-hours must be at least 0")
+            command_maintain(args, settings)
 
         elif args.command == "view":
             command_view(args, settings)

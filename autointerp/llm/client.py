@@ -33,7 +33,7 @@ import openai
 from tqdm.auto import tqdm
 
 from autointerp.errors import InputError, error_kind
-from autointerp.llm.cache import ResponseCache, request_hash
+from autointerp.llm.cache import ResponseCache, ResponseStore, request_hash
 from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import CallResult, LLMRequest, Status
 from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
@@ -71,10 +71,11 @@ class LLMClient:
     gets its own HTTP client and concurrency bound).
 
     `cache_dir`: folder of the persistent response cache (the project uses
-    $AUTOINTERP_HOME/llm_cache); None caches nothing. `report`: where each batch logs its
-    progress (calls done, in flight, retried with the reason, elapsed, time left) every
-    `report_every_s` seconds, also while no call finishes; None reports nothing. `sleep` and
-    `seed` exist for tests: the backoff wait function and the jitter's random seed.
+    $AUTOINTERP_HOME/llm_cache); or `cache`, another store (the shared cache); neither caches
+    nothing. `report`: where each batch logs its progress (calls done, in flight, retried with
+    the reason, elapsed, time left) every `report_every_s` seconds, also while no call
+    finishes; None reports nothing. `sleep` and `seed` exist for tests: the backoff wait
+    function and the jitter's random seed.
     """
 
     def __init__(
@@ -82,13 +83,21 @@ class LLMClient:
         endpoint: Endpoint,
         cache_dir: str | Path | None = None,
         *,
+        cache: ResponseStore | None = None,
         report: Callable[[str], None] | None = None,
         report_every_s: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        if cache is not None and cache_dir is not None:
+            raise ValueError("give cache_dir or cache, not both")
+        self.cache = (
+            cache
+            if cache is not None
+            else (ResponseCache(cache_dir) if cache_dir is not None else None)
+        )
+        self._owns_cache = True  # False in a client that borrows another's (with_attempts)
         self._report, self._report_every_s = report, report_every_s
         self._sleep = sleep
         self._rng = random.Random(seed)
@@ -112,13 +121,15 @@ class LLMClient:
             )
 
     def with_attempts(self, max_attempts: int) -> LLMClient:
-        """A client of the same endpoint, cache folder and backoff that tries each call at most
-        `max_attempts` times (close it after use)."""
-        return LLMClient(
+        """A client of the same endpoint, cache and backoff that tries each call at most
+        `max_attempts` times. It borrows this client's cache: closing it leaves the cache open."""
+        once = LLMClient(
             replace(self.endpoint, max_attempts=min(max_attempts, self.endpoint.max_attempts)),
-            self.cache.path.parent if self.cache is not None else None,
+            cache=self.cache,
             sleep=self._sleep,
         )
+        once._owns_cache = False
+        return once
 
     def activity(self) -> str:
         """Calls in flight now and attempts retried so far, by reason: "2 calls in flight, 3
@@ -138,7 +149,7 @@ class LLMClient:
                 self._retried[retried] += 1
 
     def __repr__(self) -> str:
-        cache = self.cache.path if self.cache is not None else None
+        cache = self.cache.location if self.cache is not None else None
         return f"LLMClient({self.endpoint!r}, cache={cache})"
 
     # -- async API ---------------------------------------------------------------------------
@@ -286,8 +297,9 @@ class LLMClient:
             return pool.submit(asyncio.run, batch()).result()
 
     def close(self) -> None:
-        """Close the cache. HTTP connections are closed by `run_all` / `aclose`."""
-        if self.cache is not None:
+        """Close the cache (unless borrowed). HTTP connections are closed by `run_all` /
+        `aclose`."""
+        if self.cache is not None and self._owns_cache:
             self.cache.close()
 
     def __enter__(self) -> LLMClient:

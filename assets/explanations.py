@@ -14,10 +14,12 @@ from assets.common import (
 )
 from autointerp.activations.excerpts import neurons_of, top_mean_tokens
 from autointerp.activations.sampling import select_neurons
+from autointerp.config.profiles import IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION
 from autointerp.explain.explanations import explain
+from autointerp.interchange.imported import imported_explanations
 from autointerp.storage.hashing import content_hash
 from autointerp.table_checks import empty_explanations, missing_neurons
 from resources.delta_io import version_written
@@ -50,12 +52,19 @@ def explanations_assets(
         if token_list
         else {}
     )
+    # An imported profile's explanations are the dataset's, never an LLM's.
+    imported_inputs = (
+        {"imported_explanations": dg.AssetIn(key=[prefix, "imported_explanations"])}
+        if any(p.kind == IMPORTED for p in profiles)
+        else {}
+    )
 
     @dg.multi_asset(
         name=f"{prefix}__explain",
         ins={
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
             **ranked_inputs,
+            **imported_inputs,
         },
         outs={
             "explanations": dg.AssetOut(
@@ -97,24 +106,37 @@ def explanations_assets(
         context: dg.AssetExecutionContext,
         top_k_excerpts: pl.DataFrame,
         llm: LLMClients,
-        **ranked: pl.DataFrame,
+        **inputs: pl.DataFrame,
     ):
-        tokens = top_mean_tokens(ranked["neuron_records"], ranked["corpus"]) if ranked else None
-        frame, calls, usage = run_profiles(
-            context,
-            "explain",
-            profiles,
-            llm,
-            lambda profile, **kw: explain(profile, top_k_excerpts, ranked_tokens=tokens, **kw),
+        imported = inputs.get("imported_explanations")
+        ranked = (
+            top_mean_tokens(inputs["neuron_records"], inputs["corpus"])
+            if "neuron_records" in inputs
+            else None
         )
+
+        def work(profile, **kw):
+            if profile.kind == IMPORTED:
+                return imported_explanations(profile, imported), []
+            return explain(profile, top_k_excerpts, ranked_tokens=ranked, **kw)
+
+        frame, calls, usage = run_profiles(context, "explain", profiles, llm, work)
         # The audit is written first: every call paid for is on record, even if the stage fails.
         calls_key = dg.AssetKey([prefix, "explainer_calls"])
         yield table_output(
             context, calls, output_name="explainer_calls", asset_key=calls_key, metadata=usage
         )
-        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
+        check_error_fraction(
+            frame,
+            settings.profiles.max_error_fraction,
+            stage="explanations",
+            audit=f"{prefix}/explainer_calls",
+        )
         neurons = neurons_of(top_k_excerpts)
         expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
+        for profile in profiles:
+            if profile.kind == IMPORTED:  # the neurons the dataset explains
+                expected[profile.name] = imported.select("layer", "neuron").unique().rows()
         results = validated(
             dg.AssetKey([prefix, "explanations"]),
             {
@@ -122,16 +144,18 @@ def explanations_assets(
                 "every_neuron_explained": missing_neurons(frame, expected, "explainer"),
             },
         )
-        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts), on="layer")
+        read = ["imported_explanations"] if imported is not None else []
+        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts, *read), on="layer")
         frame = frame.with_columns(
             explainer_calls_version=pl.lit(version_written(context, calls_key), dtype=pl.Int64)
         )
+        errors = int(frame["error"].is_not_null().sum())
         yield table_output(
             context,
             frame,
             output_name="explanations",
             asset_key=dg.AssetKey([prefix, "explanations"]),
-            metadata=usage,
+            metadata={**usage, "errors": errors},
         )
         yield from results
 

@@ -14,7 +14,9 @@ from assets.common import (
     table_preview,
     validated,
 )
+from autointerp.config.profiles import IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
+from autointerp.interchange.imported import imported_scores
 from autointerp.lineage.ids import explanation_id, simulation_id
 from autointerp.links import lineage_command, viewer_url
 from autointerp.score.histogram import histogram, histogram_svg, svg_data_uri
@@ -32,6 +34,8 @@ def scores_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     calibrated = {p.name for p in simulator_profiles(settings) if p.calibration}
+    # An imported simulator's scores are the dataset's, as stored: never recomputed.
+    imported = {p.name for p in simulator_profiles(settings) if p.kind == IMPORTED}
     prefix = model.key_prefix
     code_version = profiles_version(settings, LOGIC_VERSION)
 
@@ -54,6 +58,11 @@ def scores_asset(
                         "error",
                     ]
                 },
+            ),
+            **(
+                {"imported_explanations": dg.AssetIn(key=[prefix, "imported_explanations"])}
+                if imported
+                else {}
             ),
         },
         partitions_def=layers,
@@ -88,6 +97,7 @@ def scores_asset(
         context: dg.AssetExecutionContext,
         simulations: pl.DataFrame,
         explanations: pl.DataFrame,
+        **stored: pl.DataFrame,
     ):
         keys = active_keys(settings)
         simulations = simulations.filter(
@@ -96,7 +106,9 @@ def scores_asset(
         )
         explanations = explanations.filter(pl.col("explainer").is_in(keys["explainer"]))
         frames = [
-            score(rows, calibrate=name in calibrated)
+            imported_scores(rows, stored["imported_explanations"])
+            if name in imported
+            else score(rows, calibrate=name in calibrated)
             for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
         scored = pl.concat(frames) if frames else score(simulations, calibrate=False)

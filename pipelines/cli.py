@@ -15,8 +15,13 @@ from autointerp.config.settings import ModelSpec, Settings, load_settings, prepa
 from autointerp.errors import AutointerpError, ConfigError, InputError
 from autointerp.links import VIEW_HOST, VIEW_PORT
 from autointerp.safe_text import printable
+<<<<<<< HEAD
 from autointerp.storage.delta import read_table
 from pipelines.console import keep_trace, one_line
+=======
+from autointerp.storage.delta import read_table, table_version
+from pipelines.console import keep_trace, one_line, quiet_tracebacks
+>>>>>>> main
 from pipelines.refresh import contiguous
 
 # The layer-partitioned assets, materialized together per range of layers: one run, one pass.
@@ -67,6 +72,7 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
+<<<<<<< HEAD
 def materializer(settings: Settings, model: ModelSpec, command: str):
     """Runs of `model`'s graph through the code location's job, refused up front for a model
     that cannot run in these settings (its weights on the hub while the hub is off)."""
@@ -81,11 +87,94 @@ def materializer(settings: Settings, model: ModelSpec, command: str):
     for run_id in fail_dead_runs(materialize.instance):
         print(f"run {run_id}: its process had died; marked failed", file=sys.stderr)
     return materialize
+=======
+def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:
+    """A warning per table whose `errors` metadata counts failed rows."""
+    return [
+        f"autointerp: warning: {count} rows of {name}{where} failed (their error column says "
+        "why; score_summary's dropped and dropped_why count the neurons left out)"
+        for name, count in errors.items()
+        if count
+    ]
+
+
+class Materializer:
+    """Runs materializations of one model's graph in the project's Dagster instance."""
+
+    def __init__(self, settings: Settings, model: ModelSpec) -> None:
+        import dagster as dg
+
+        from assets import model_assets
+        from pipelines.definitions import resources
+        from pipelines.run_records import fail_dead_runs
+
+        self.settings, self.model = settings, model
+        self.assets = model_assets(settings, model)
+        self.instance = dg.DagsterInstance.get()
+        for run_id in fail_dead_runs(self.instance):
+            print(f"run {run_id}: its process had died; marked failed", file=sys.stderr)
+        self.resources = resources(settings)
+
+    def key(self, name: str):
+        import dagster as dg
+
+        return dg.AssetKey([self.model.key_prefix, name])
+
+    def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
+        import dagster as dg
+
+        tags = {}
+        if partitions:
+            tags = {
+                "dagster/asset_partition_range_start": partitions[0],
+                "dagster/asset_partition_range_end": partitions[1],
+            }
+        with quiet_tracebacks(self.settings.home) as log:
+            result = dg.materialize(
+                self.assets,
+                selection=keys,
+                instance=self.instance,
+                resources=self.resources,
+                run_config={**QUIET_LOGS, **(config or {})},
+                tags=tags,
+                raise_on_error=False,
+            )
+        if not result.success:
+            errors = [
+                _root_cause(event.step_failure_data.error)
+                for event in result.get_step_failure_events()
+                if event.step_failure_data.error
+            ]
+            raise SystemExit(
+                f"autointerp: run {result.run_id} failed: {'; '.join(errors)} (full trace in "
+                f"{log}, and on the run's page in the UI)"
+            )
+        names = ", ".join(key.path[-1] for key in keys)
+        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
+        print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
+        # Rows that failed (within max_error_fraction) are said, never dropped in silence.
+        written = [
+            (m.asset_key.path[-1], m.metadata.get("errors"))
+            for m in (
+                e.event_specific_data.materialization
+                for e in result.get_asset_materialization_events()
+            )
+        ]
+        for line in failed_rows({name: e.value for name, e in written if e is not None}, where):
+            print(line, file=sys.stderr)
+
+    def corpus_config(self, max_excerpts: int | None) -> dict:
+        op = f"{self.model.key_prefix}__corpus"
+        return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
+>>>>>>> main
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.revisions import revisions_skipped
+
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
+<<<<<<< HEAD
     materialize = materializer(settings, model, "run")
     materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
     rounds = range(1, settings.revisions.rounds + 1)
@@ -94,12 +183,39 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         for k in rounds
         for name in ("counterexamples", "revised_explanations", "revision_calls")
     ]
+=======
+    materialize = Materializer(settings, model)
+    if model.imported:
+        if args.excerpts is not None:
+            raise InputError(
+                f"--excerpts samples a corpus, and {model.name} is imported: its excerpts are "
+                "its dataset's records (sample neurons with neuron_sample in its [models] section)"
+            )
+        # Imported per layer, in the run of the layer: records, their corpus, the explanations.
+        imported = ["corpus", "imported_explanations"]
+    else:
+        materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+        imported = []
+    skipped = revisions_skipped(settings, model)
+    if skipped:
+        print(f"note: {skipped}", file=sys.stderr)
+    rounds = range(1, 0 if skipped else settings.revisions.rounds + 1)
+    per_layer = (
+        imported
+        + LAYER_ASSETS
+        + [
+            f"{name}_r{k}"
+            for k in rounds
+            for name in ("counterexamples", "revised_explanations", "revision_calls")
+        ]
+    )
+>>>>>>> main
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in per_layer], low_high)
     summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
     materialize([materialize.key(name) for name in summaries])
-    print_summary(settings, model, layers)
+    print_summary(settings, model, layers, revisions=bool(rounds))
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
@@ -107,13 +223,41 @@ def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
     from pipelines.refresh import execute, plan_refresh
 
     model = settings.model(args.model)
+<<<<<<< HEAD
     materialize = materializer(settings, model, "refresh")
     plan = plan_refresh(materialize.instance, materialize.assets)
     print("\n".join(plan.lines()))
     execute(plan, materialize)
+=======
+    materialize = Materializer(settings, model)
+    corpus_excerpts = _last_corpus_size(materialize)
+
+    def run(keys: list, partitions: tuple[str, str] | None) -> None:
+        # A stale corpus is rebuilt with the sample size it last had, not the whole source;
+        # an imported model's comes with its records and takes no sample size.
+        config = (
+            materialize.corpus_config(corpus_excerpts)
+            if materialize.key("corpus") in keys and not model.imported
+            else None
+        )
+        materialize(keys, partitions, config)
+
+    report = refresh(materialize.instance, materialize.assets, run)
+    print("\n".join(report.lines()))
 
 
-def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
+def _last_corpus_size(materialize: Materializer) -> int | None:
+    event = materialize.instance.get_latest_materialization_event(materialize.key("corpus"))
+    if event is None or event.asset_materialization is None:
+        return None
+    value = event.asset_materialization.metadata.get("max_excerpts")
+    return value.value if value is not None and isinstance(value.value, int) else None
+>>>>>>> main
+
+
+def print_summary(
+    settings: Settings, model: ModelSpec, layers: Sequence[int], *, revisions: bool
+) -> None:
     from autointerp.activations.neuron_records import records_summary
 
     def read(table: str, **options) -> pl.DataFrame:
@@ -130,15 +274,34 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
     summary = read("score_summary").filter(pl.col("layer").is_in(list(layers)))
+    # Rows of profiles not active now (or edited since) stay in the table, but are not shown
+    # beside the current ones as if comparable: another corpus or prompt may lie behind them.
+    profiles = settings.for_model(model).profiles  # an imported model's own profiles included
+
+    def active(role: str, names: list[str]) -> pl.Expr:
+        hashes = [getattr(profiles, role)(name).hash for name in names]
+        hash_ = pl.col(f"{role}_hash")  # null on a row of neurons that were all dropped
+        return pl.col(role).is_in(names) & (hash_.is_in(hashes) | hash_.is_null())
+
+    current = active("explainer", profiles.active_explainers) & active(
+        "simulator", profiles.active_simulators
+    )
+    others = summary.filter(~current).height
+    summary = summary.filter(current)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
-        if settings.revisions.rounds:
-            revisions = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
+        if others:
+            print(
+                f"({others} rows of profiles not active now, or edited since, are not shown: "
+                "the score_summary table keeps them)"
+            )
+        if revisions:
+            rounds = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
-            print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
+            print(rounds.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
     print(
         f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
@@ -158,7 +321,7 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
     where = (settings.model_root(model), args.layer, args.neuron)
     options = {"storage_options": settings.storage.storage_options}
     lineage = score_lineage(*where, args.explainer, **options)
-    rounds = revision_history(*where, **options)
+    rounds = revision_history(*where, args.explainer, **options)
     if args.json:
         print(json.dumps({**to_json(lineage), "revisions": revisions_json(rounds)}, indent=2))
     else:
@@ -182,6 +345,86 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
         seed=settings.summaries.bootstrap_seed,
     )
     print(format_comparison(comparison))
+
+
+def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
+    """Records, explanations and scored simulations in OpenAI's published layout."""
+    from autointerp.interchange.dataset import model_source
+    from autointerp.interchange.exporting import (
+        EXPORTED_SET,
+        EXPORTED_SPLIT,
+        READ,
+        export_openai,
+        read_layer,
+    )
+
+    model = settings.model(args.model)
+    layers = parse_layers(args.layers, model)
+    profiles = settings.for_model(model).profiles
+    explainer = args.explainer or profiles.active_explainers[0]
+    simulator = args.simulator or profiles.active_simulators[0]
+    root, options = settings.model_root(model), settings.storage.storage_options
+    versions = _table_versions(root, [*READ, "corpus"], options, model)
+    manifest = {
+        "format": "OpenAI neuron-explainer: collated-activations/, explanations/",
+        "model": model.name,
+        "model_source": model_source(model),
+        "explainer": explainer,
+        "simulator": simulator,
+        "scores": f"{EXPORTED_SPLIT} split, {EXPORTED_SET}, as stored in the scores table",
+        "expected_activations": "the simulator's 0-10 values, uncalibrated; null where none",
+        "tables": {"root": root, "versions": versions},
+    }
+    written = export_openai(
+        Path(args.out),
+        layers,
+        lambda layer: read_layer(root, layer, explainer, simulator, versions, options),
+        manifest,
+    )
+    for layer, counts in written["layers"].items():
+        print(
+            f"layer {layer}: {counts['neurons']} neuron records, {counts['explained']} "
+            "explanation files"
+        )
+    print(f"written: {Path(args.out).resolve()}")
+
+
+def command_export_dataset(args: argparse.Namespace, settings: Settings) -> None:
+    """Every table of the model as Parquet, with a dataset card."""
+    from assets import model_assets
+    from autointerp.interchange.dataset import export_dataset
+
+    model = settings.model(args.model)
+    root, options = settings.model_root(model), settings.storage.storage_options
+    names = [key.path[-1] for asset in model_assets(settings, model) for key in asset.keys]
+    tables = [name for name in names if table_version(f"{root}/{name}", options) is not None]
+    _table_versions(root, ["neuron_records", "scores"], options, model)  # the least worth sharing
+    metadata = export_dataset(
+        Path(args.out),
+        root,
+        tables,
+        model=model,
+        corpus=None if model.imported else settings.corpus,
+        profiles=settings.for_model(model).profiles,
+        storage_options=options,
+    )
+    for table in metadata["tables"]:
+        print(f"{table['name']}: {table['rows']:,} rows (Delta version {table['version']})")
+    print(f"written: {Path(args.out).resolve()} (README.md is the dataset card)")
+
+
+def _table_versions(
+    root: str, tables: Sequence[str], options: dict[str, str], model: ModelSpec
+) -> dict[str, int]:
+    """Each table's latest version, pinned for a whole export; an error names the missing."""
+    versions = {name: table_version(f"{root}/{name}", options) for name in tables}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise InputError(
+            f"{model.name} has no {', '.join(missing)} table yet: materialize it first "
+            f"(autointerp run --model {model.name})"
+        )
+    return {name: int(version) for name, version in versions.items() if version is not None}
 
 
 def command_repair(args: argparse.Namespace, settings: Settings) -> None:
@@ -251,6 +494,15 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
 
 
+def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    """Compact and vacuum the model's tables, keeping the versions lineage reads."""
+    from pipelines.maintenance import maintain_model
+
+    model = settings.model(args.model)
+    for report in maintain_model(settings, model, args.retention_hours):
+        print(printable(report.line(), keep_lines=False))
+
+
 def command_view(args: argparse.Namespace, settings: Settings) -> None:
     """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
     from autointerp.viewer.pages import Site
@@ -314,10 +566,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
+    export = sub.add_parser("export", help="write a model's results in a shareable format")
+    formats = export.add_subparsers(dest="format", required=True)
+    openai = formats.add_parser(
+        "openai", help="records, explanations and scored simulations in OpenAI's published layout"
+    )
+    openai.add_argument("--model", help="a model declared in autointerp.toml")
+    openai.add_argument("--layers", help="'0,5,29', '0-29' or 'all' (default: all)")
+    openai.add_argument("--out", required=True, help="a new folder to write")
+    openai.add_argument("--explainer", help="the explainer profile (default: the first active)")
+    openai.add_argument("--simulator", help="the simulator profile (default: the first active)")
+    dataset = formats.add_parser("dataset", help="the tables as Parquet with a dataset card")
+    dataset.add_argument("--model", help="a model declared in autointerp.toml")
+    dataset.add_argument("--out", required=True, help="a new folder to write")
     repair = sub.add_parser(
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain = sub.add_parser(
+        "maintain", help="compact and vacuum a model's tables, keeping what lineage reads"
+    )
+    maintain.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
 
     view = sub.add_parser(
         "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
@@ -346,8 +620,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_lineage(args, settings)
         elif args.command == "compare":
             command_compare(args, settings)
+        elif args.command == "export" and args.format == "openai":
+            command_export_openai(args, settings)
+        elif args.command == "export":
+            command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+        elif args.command == "maintain":
+            if args.retention_hours is not None and args.retention_hours < 0:
+                raise InputError("--retention-hours must be at least 0")
+            command_maintain(args, settings)
 
         elif args.command == "view":
             command_view(args, settings)

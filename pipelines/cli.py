@@ -15,13 +15,8 @@ from autointerp.config.settings import ModelSpec, Settings, load_settings, prepa
 from autointerp.errors import AutointerpError, ConfigError, InputError
 from autointerp.links import VIEW_HOST, VIEW_PORT
 from autointerp.safe_text import printable
-<<<<<<< HEAD
-from autointerp.storage.delta import read_table
-from pipelines.console import keep_trace, one_line
-=======
 from autointerp.storage.delta import read_table, table_version
-from pipelines.console import keep_trace, one_line, quiet_tracebacks
->>>>>>> main
+from pipelines.console import keep_trace, one_line
 from pipelines.refresh import contiguous
 
 # The layer-partitioned assets, materialized together per range of layers: one run, one pass.
@@ -72,7 +67,6 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-<<<<<<< HEAD
 def materializer(settings: Settings, model: ModelSpec, command: str):
     """Runs of `model`'s graph through the code location's job, refused up front for a model
     that cannot run in these settings (its weights on the hub while the hub is off)."""
@@ -87,86 +81,6 @@ def materializer(settings: Settings, model: ModelSpec, command: str):
     for run_id in fail_dead_runs(materialize.instance):
         print(f"run {run_id}: its process had died; marked failed", file=sys.stderr)
     return materialize
-=======
-def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:
-    """A warning per table whose `errors` metadata counts failed rows."""
-    return [
-        f"autointerp: warning: {count} rows of {name}{where} failed (their error column says "
-        "why; score_summary's dropped and dropped_why count the neurons left out)"
-        for name, count in errors.items()
-        if count
-    ]
-
-
-class Materializer:
-    """Runs materializations of one model's graph in the project's Dagster instance."""
-
-    def __init__(self, settings: Settings, model: ModelSpec) -> None:
-        import dagster as dg
-
-        from assets import model_assets
-        from pipelines.definitions import resources
-        from pipelines.run_records import fail_dead_runs
-
-        self.settings, self.model = settings, model
-        self.assets = model_assets(settings, model)
-        self.instance = dg.DagsterInstance.get()
-        for run_id in fail_dead_runs(self.instance):
-            print(f"run {run_id}: its process had died; marked failed", file=sys.stderr)
-        self.resources = resources(settings)
-
-    def key(self, name: str):
-        import dagster as dg
-
-        return dg.AssetKey([self.model.key_prefix, name])
-
-    def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
-        import dagster as dg
-
-        tags = {}
-        if partitions:
-            tags = {
-                "dagster/asset_partition_range_start": partitions[0],
-                "dagster/asset_partition_range_end": partitions[1],
-            }
-        with quiet_tracebacks(self.settings.home) as log:
-            result = dg.materialize(
-                self.assets,
-                selection=keys,
-                instance=self.instance,
-                resources=self.resources,
-                run_config={**QUIET_LOGS, **(config or {})},
-                tags=tags,
-                raise_on_error=False,
-            )
-        if not result.success:
-            errors = [
-                _root_cause(event.step_failure_data.error)
-                for event in result.get_step_failure_events()
-                if event.step_failure_data.error
-            ]
-            raise SystemExit(
-                f"autointerp: run {result.run_id} failed: {'; '.join(errors)} (full trace in "
-                f"{log}, and on the run's page in the UI)"
-            )
-        names = ", ".join(key.path[-1] for key in keys)
-        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
-        print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
-        # Rows that failed (within max_error_fraction) are said, never dropped in silence.
-        written = [
-            (m.asset_key.path[-1], m.metadata.get("errors"))
-            for m in (
-                e.event_specific_data.materialization
-                for e in result.get_asset_materialization_events()
-            )
-        ]
-        for line in failed_rows({name: e.value for name, e in written if e is not None}, where):
-            print(line, file=sys.stderr)
-
-    def corpus_config(self, max_excerpts: int | None) -> dict:
-        op = f"{self.model.key_prefix}__corpus"
-        return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
->>>>>>> main
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
@@ -174,17 +88,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
 
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
-<<<<<<< HEAD
     materialize = materializer(settings, model, "run")
-    materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
-    rounds = range(1, settings.revisions.rounds + 1)
-    per_layer = LAYER_ASSETS + [
-        f"{name}_r{k}"
-        for k in rounds
-        for name in ("counterexamples", "revised_explanations", "revision_calls")
-    ]
-=======
-    materialize = Materializer(settings, model)
     if model.imported:
         if args.excerpts is not None:
             raise InputError(
@@ -209,7 +113,6 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
             for name in ("counterexamples", "revised_explanations", "revision_calls")
         ]
     )
->>>>>>> main
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in per_layer], low_high)
@@ -223,36 +126,10 @@ def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
     from pipelines.refresh import execute, plan_refresh
 
     model = settings.model(args.model)
-<<<<<<< HEAD
     materialize = materializer(settings, model, "refresh")
     plan = plan_refresh(materialize.instance, materialize.assets)
     print("\n".join(plan.lines()))
     execute(plan, materialize)
-=======
-    materialize = Materializer(settings, model)
-    corpus_excerpts = _last_corpus_size(materialize)
-
-    def run(keys: list, partitions: tuple[str, str] | None) -> None:
-        # A stale corpus is rebuilt with the sample size it last had, not the whole source;
-        # an imported model's comes with its records and takes no sample size.
-        config = (
-            materialize.corpus_config(corpus_excerpts)
-            if materialize.key("corpus") in keys and not model.imported
-            else None
-        )
-        materialize(keys, partitions, config)
-
-    report = refresh(materialize.instance, materialize.assets, run)
-    print("\n".join(report.lines()))
-
-
-def _last_corpus_size(materialize: Materializer) -> int | None:
-    event = materialize.instance.get_latest_materialization_event(materialize.key("corpus"))
-    if event is None or event.asset_materialization is None:
-        return None
-    value = event.asset_materialization.metadata.get("max_excerpts")
-    return value.value if value is not None and isinstance(value.value, int) else None
->>>>>>> main
 
 
 def print_summary(

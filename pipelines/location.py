@@ -8,6 +8,7 @@ Per model (asset keys under its prefix, e.g. `smollm2_135m/scores`):
 - `<model>_refresh`, the one action that brings the graph up to date after a profile change:
   it plans what is out of date (`pipelines.refresh`, the plan `autointerp refresh` follows) and
   runs exactly that, in dependency order, as runs of `<model>_graph` tagged with its run id.
+- `<model>_maintenance`, which compacts and vacuums the tables (`autointerp maintain`).
 - an `up_to_date` check on every asset, which the sensor `<model>_up_to_date` keeps current:
   after "Reload definitions" each out-of-date asset shows a failing (warning) check that names
   its layers and why, and the sensor's ticks say the same for the whole graph.
@@ -25,6 +26,7 @@ from autointerp.activations.subject_model import hub_refusal
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.safe_text import printable
 from autointerp.storage.hashing import content_hash
+from pipelines.maintenance import maintenance_job
 from pipelines.refresh import Plan, describe, execute, plan_refresh
 from pipelines.runs import (
     COMMAND_TAG,
@@ -48,7 +50,7 @@ def resources(settings: Settings) -> dict[str, object]:
             root_uri=settings.delta_root, storage_options=settings.storage.storage_options
         ),
         "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
-        "llm": LLMClients(cache_dir=str(settings.llm_cache)),
+        "llm": LLMClients.from_settings(settings),
     }
 
 
@@ -179,7 +181,8 @@ def model_definitions(settings: Settings, model: ModelSpec) -> tuple[list, list,
         selection=dg.AssetSelection.key_prefixes([model.key_prefix]),
         description=f"The whole graph of {model.name}: records, explanations, scores, revisions.",
     )
-    return assets, [up_to_date], [graph_job, refresh_job], [keep_checks_current]
+    jobs = [graph_job, refresh_job, maintenance_job(settings, model)]
+    return assets, [up_to_date], jobs, [keep_checks_current]
 
 
 def build_definitions(

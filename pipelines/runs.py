@@ -84,8 +84,9 @@ class Materializer:
         config: dict | None = None,
     ) -> str:
         """Materialize `keys` (over one range of layers), print the run id, return it."""
-        if config is None and self.key("corpus") in keys:
-            # A corpus rebuilt by a refresh keeps the sample size it last had.
+        if config is None and self.key("corpus") in keys and not self.model.imported:
+            # A corpus rebuilt by a refresh keeps the sample size it last had (an imported
+            # model's comes with its records and takes no sample size).
             config = self.corpus_config(self.last_corpus_size())
         quiet = quiet_tracebacks(self.log_home) if self.log_home else contextlib.nullcontext()
         with quiet as log:
@@ -110,6 +111,15 @@ class Materializer:
         names = ", ".join(key.path[-1] for key in keys)
         where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
+        # Rows that failed (within max_error_fraction) are said, never dropped in silence.
+        written = (
+            event.event_specific_data.materialization
+            for event in result.get_asset_materialization_events()
+        )
+        errors = {m.asset_key.path[-1]: m.metadata.get("errors") for m in written}
+        counts = {name: value.value for name, value in errors.items() if value is not None}
+        for line in failed_rows(counts, where):
+            print(line, file=sys.stderr)
         return result.run_id
 
     def corpus_config(self, max_excerpts: int | None) -> dict:
@@ -122,6 +132,16 @@ class Materializer:
             return None
         value = event.asset_materialization.metadata.get("max_excerpts")
         return value.value if value is not None and isinstance(value.value, int) else None
+
+
+def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:
+    """A warning per table whose `errors` metadata counts failed rows."""
+    return [
+        f"autointerp: warning: {count} rows of {name}{where} failed (their error column says "
+        "why; score_summary's dropped and dropped_why count the neurons left out)"
+        for name, count in errors.items()
+        if count
+    ]
 
 
 def _root_cause(error) -> str:

@@ -10,8 +10,9 @@ import pytest
 
 from autointerp.config.settings import load_settings
 from autointerp.storage.delta import commit_history, read_table
-from pipelines.cli import failed_rows, main, parse_layers
+from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
+from pipelines.runs import failed_rows
 from tests.conftest import write_config, write_text_corpus
 
 

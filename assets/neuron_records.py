@@ -11,7 +11,7 @@ from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "neuron-records-2"
+LOGIC_VERSION = "neuron-records-3"  # ties broken by excerpt id
 
 
 def neuron_records_asset(

@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
-from assets.neuron_records import neuron_records_asset
+from assets.neuron_records import neuron_records_assets
 from assets.revisions import revision_assets
 from assets.score_views import score_view_assets
 from assets.scores import scores_asset
@@ -30,7 +30,7 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
     layers = layer_partitions(model)
     return [
         corpus_asset(settings, model),
-        neuron_records_asset(settings, model, layers),
+        *neuron_records_assets(settings, model, layers),
         top_k_excerpts_asset(model, layers),
         explanations_assets(settings, model, layers),
         simulations_assets(settings, model, layers),

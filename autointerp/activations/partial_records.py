@@ -302,29 +302,30 @@ def partial_frame(partial: PartialRecords) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
-def read_partials(frame: pl.DataFrame, spec: RecordsSpec, length: int) -> list[PartialRecords]:
-    """Per layer, the partial records held in a shard table's rows (`partial_frame`'s inverse);
-    `length` is the excerpts' token count."""
+def _read_slots(rows: pl.DataFrame, name: str, shape: tuple[int, ...], length: int) -> Slots:
+    return Slots(
+        _dense(rows[f"{name}_keys"], shape),
+        _dense(rows[f"{name}_ids"], shape),
+        _dense(rows[f"{name}_acts"], (*shape, length)),
+    )
+
+
+def read_partials(frame: pl.DataFrame, spec: RecordsSpec) -> list[PartialRecords]:
+    """Per layer, the partial records held in a shard table's rows (`partial_frame`'s inverse)."""
     found = []
     for (layer,), rows in frame.sort("layer", "neuron").group_by("layer", maintain_order=True):
         n = rows.height
+        length = rows["top_acts"].list.explode().list.len()[0]  # tokens per excerpt
         random_slots = spec.top_k + spec.random_k + spec.reference_k
-
-        def slots(name: str, *shape: int, rows: pl.DataFrame = rows, n: int = n) -> Slots:
-            return Slots(
-                _dense(rows[f"{name}_keys"], (n, *shape)),
-                _dense(rows[f"{name}_ids"], (n, *shape)),
-                _dense(rows[f"{name}_acts"], (n, *shape, length)),
-            )
 
         tokens = "token_sums" in rows.columns
         vocabulary = rows["token_vocabulary"][0].to_numpy() if tokens else None
         found.append(
             PartialRecords(
                 layer=int(layer),
-                top=slots("top", spec.top_k),
-                random=slots("random", random_slots),
-                bands=slots("bands", N_BANDS, spec.quantile_k),
+                top=_read_slots(rows, "top", (n, spec.top_k), length),
+                random=_read_slots(rows, "random", (n, random_slots), length),
+                bands=_read_slots(rows, "bands", (n, N_BANDS, spec.quantile_k), length),
                 moments=CentralMoments(
                     int(rows["count"][0]), *(rows[m].to_numpy() for m in ("mean", "m2", "m3", "m4"))
                 ),

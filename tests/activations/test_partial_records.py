@@ -64,7 +64,7 @@ def test_three_shards_merge_to_the_one_pass_records(activations):
     one_pass = records_frame(partial(activations, Shard(), 16), SPEC)
     shards = [partial(activations, Shard(i, 3), batch) for i, batch in enumerate((7, 16, 5))]
     # Through the shard table and back, as the sharded graph stores them.
-    stored = [read_partials(partial_frame(p), SPEC, LENGTH)[0] for p in shards]
+    stored = [read_partials(partial_frame(p), SPEC)[0] for p in shards]
     merged = records_frame(merge_partials(stored), SPEC)
     assert_same_records(merged, one_pass)
     assert split_records(merged).equals(split_records(one_pass))

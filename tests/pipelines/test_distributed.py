@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from distributed import Client, LocalCluster
 
 from assets import model_assets
 from assets.common import DASK_RESOURCES_TAG
@@ -29,12 +31,10 @@ capture_shards = 3
 """
 
 
-@pytest.fixture
-def cluster(tmp_path, monkeypatch):
+@contextmanager
+def local_cluster(tmp_path, monkeypatch):
     """An existing cluster: 2 worker processes, each holding one unit of the GPU resource. Its
     workers inherit the environment the runs use (AUTOINTERP_CONFIG, AUTOINTERP_HOME)."""
-    from distributed import LocalCluster
-
     home = tmp_path / "dask"
     monkeypatch.setenv("AUTOINTERP_CONFIG", str(tmp_path / "dask.toml"))
     monkeypatch.setenv("AUTOINTERP_HOME", str(home))
@@ -45,8 +45,8 @@ def cluster(tmp_path, monkeypatch):
         threads_per_worker=1,
         resources={"GPU": 1},
         dashboard_address=None,
-    ) as local:
-        yield local
+    ) as cluster:
+        yield cluster
 
 
 MOMENTS = ["mean", "variance", "skewness", "kurtosis"]
@@ -56,6 +56,7 @@ LINEAGE = r"^(run_id|.*_version|.*call_ids|call_id)$"
 
 def run_in(tmp_path, tiny_model_dir, monkeypatch, name: str, extra: str = ""):
     corpus = write_text_corpus(tmp_path / "corpus")
+    extra = "[revisions]\nrounds = 0\n" + extra  # the graph up to scores and summaries
     config = write_config(tmp_path / f"{name}.toml", tiny_model_dir, corpus, extra=extra)
     home = tmp_path / name
     monkeypatch.setenv("AUTOINTERP_CONFIG", str(config))
@@ -65,13 +66,15 @@ def run_in(tmp_path, tiny_model_dir, monkeypatch, name: str, extra: str = ""):
     return home / "delta" / "tiny"
 
 
-def test_sharded_graph_on_a_dask_cluster_equals_one_pass(
-    tmp_path, tiny_model_dir, monkeypatch, cluster
-):
-    assert len(cluster.workers) == 2
-    address = f'scheduler = "{cluster.scheduler_address}"\n'
-    sharded = run_in(tmp_path, tiny_model_dir, monkeypatch, "dask", DASK + address)
+def test_sharded_graph_on_a_dask_cluster_equals_one_pass(tmp_path, tiny_model_dir, monkeypatch):
     one_pass = run_in(tmp_path, tiny_model_dir, monkeypatch, "local")
+    with local_cluster(tmp_path, monkeypatch) as cluster:
+        assert len(cluster.workers) == 2
+        address = f'scheduler = "{cluster.scheduler_address}"\n'
+        sharded = run_in(tmp_path, tiny_model_dir, monkeypatch, "dask", DASK + address)
+        # Every step of the sharded runs ran in one of the cluster's worker processes.
+        with Client(cluster) as client:
+            worker_pids = set(client.run(os.getpid).values())
     assert (sharded / "neuron_records_shard_2").is_dir()
     assert not (one_pass / "neuron_records_shard_0").exists()
     records = [
@@ -86,11 +89,6 @@ def test_sharded_graph_on_a_dask_cluster_equals_one_pass(
         frames = [read_table(str(root / table)) for root in (sharded, one_pass)]
         frames = [f.select(pl.exclude(LINEAGE)).sort(pl.all()) for f in frames]
         assert frames[0].equals(frames[1]), table
-    # Every step of the sharded runs ran in one of the cluster's worker processes.
-    from distributed import Client
-
-    with Client(cluster) as client:
-        worker_pids = set(client.run(os.getpid).values())
     with dg.DagsterInstance.from_config(str(tmp_path / "dask" / "dagster")) as instance:
         runs = instance.get_run_records()
         assert runs and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)

@@ -10,7 +10,7 @@ import polars as pl
 
 from assets.common import gpu_step
 from autointerp.activations.capture import capture_partials, capture_records
-from autointerp.activations.neuron_records import Shard
+from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS, Shard
 from autointerp.activations.partial_records import (
     merge_partials,
     partial_frame,
@@ -72,7 +72,7 @@ def one_pass_asset(
         group_name=model.key_prefix,
         code_version=records_version(settings, model),
         description=_description(settings, model),
-        metadata={"partition_column": "layer"},
+        metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars", "pytorch"},
         **gpu_step(settings),
     )
@@ -151,7 +151,7 @@ def merged_records_asset(
         # The same records as one pass: the same code version.
         code_version=records_version(settings, model),
         description=_description(settings, model) + f" Merged from {len(names)} corpus shards.",
-        metadata={"partition_column": "layer"},
+        metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars"},
     )
     def neuron_records(**shard_frames: pl.DataFrame) -> pl.DataFrame:

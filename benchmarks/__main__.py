@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scale, scoring
+from benchmarks import capture, lineage, llm, memory, refresh, revisions, scale, scoring, viewer
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "scale": scale.main,
+    "viewer": viewer.main,
 }
 
 if __name__ == "__main__":

@@ -28,18 +28,16 @@ import numpy as np
 import polars as pl
 import torch
 
-from autointerp.activations.partial_records import (
-    N_BANDS,
-    QUANTILES,
-    CentralMoments,
-    PartialRecords,
-    Slots,
-)
+from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
+from autointerp.activations.partial_records import CentralMoments, PartialRecords, Slots
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
 
-__all__ = ["QUANTILES", "LayerRecords", "Moments", "SamplingPlan", "Shard", "StreamingTopK"]
+# Rows per Parquet row group of the neuron_records table: a row is one neuron with every kept
+# excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
+# decodes 32 neurons, not a layer.
+RECORDS_ROW_GROUP_ROWS = 32
 
 
 class StreamingTopK:
@@ -358,12 +356,12 @@ def _check_finite(maxes: torch.Tensor, layer: int, ids: torch.Tensor) -> None:
 
 
 def records_summary(records: pl.DataFrame) -> pl.DataFrame:
-    """Per layer: neurons, how many never fire (max <= 0), and the spread of max activations."""
+    """Per layer: neurons, how many never fire (`is_dead`), and the spread of max activations."""
     return (
         records.group_by("layer")
         .agg(
             neurons=pl.len(),
-            dead=(pl.col("max_activation") <= 0).sum(),
+            dead=is_dead(pl.col("max_activation")).sum(),
             max_act_median=pl.col("max_activation").median(),
             max_act_p90=pl.col("max_activation").quantile(0.9),
             max_act_max=pl.col("max_activation").max(),

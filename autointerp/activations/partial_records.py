@@ -19,13 +19,9 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from autointerp.activations.data_model import N_BANDS, QUANTILES
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
-
-# Quantile band edges of an excerpt's maximum activation (REFERENCE.md): [0,.5], [.5,.9], [.9,.99],
-# [.99,.999]. Shown in the viewer; not used for scoring.
-QUANTILES = (0.0, 0.5, 0.9, 0.99, 0.999)
-N_BANDS = len(QUANTILES) - 1
 
 
 @dataclass

@@ -66,12 +66,12 @@ def _timed(command: list[str], env: dict[str, str]) -> dict:
 
 
 def _table_sizes(root: Path) -> dict:
-    from autointerp.storage.delta import read_table
+    import polars as pl
 
     sizes = {}
     for table in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = [f for f in table.rglob("*.parquet")]
-        rows = read_table(str(table), columns=[]).height if files else 0
+        files = list(table.rglob("*.parquet"))
+        rows = pl.scan_delta(str(table)).select(pl.len()).collect().item() if files else 0
         sizes[table.name] = {
             "rows": rows,
             "mb": round(sum(f.stat().st_size for f in files) / 2**20, 2),

@@ -49,9 +49,28 @@ def local_cluster(tmp_path, monkeypatch):
         yield cluster
 
 
-MOMENTS = ["mean", "variance", "skewness", "kurtosis"]
 # Lineage columns name the run and the table versions read: they differ between two homes.
-LINEAGE = r"^(run_id|.*_version|.*call_ids|call_id)$"
+LINEAGE = r"^(.*run_id|.*_version|.*call_ids|call_id)$"
+
+
+def _floats(column: pl.Series) -> np.ndarray:
+    while column.dtype.is_nested():
+        column = column.explode()
+    return column.to_numpy()
+
+
+def assert_same(sharded: pl.DataFrame, one_pass: pl.DataFrame, table: str) -> None:
+    """Equal rows, but for lineage columns; floats (nested or not) up to float32 rounding."""
+    sharded, one_pass = (f.select(pl.exclude(LINEAGE)) for f in (sharded, one_pass))
+    assert sharded.columns == one_pass.columns, table
+    floats = [c for c in sharded.columns if _floats(sharded[c][:1]).dtype.kind == "f"]
+    keys = [c for c in sharded.columns if c not in floats and not sharded[c].dtype.is_nested()]
+    sharded, one_pass = sharded.sort(keys), one_pass.sort(keys)
+    assert sharded.drop(floats).equals(one_pass.drop(floats)), table
+    for name in floats:
+        np.testing.assert_allclose(
+            _floats(sharded[name]), _floats(one_pass[name]), rtol=1e-4, atol=1e-6, err_msg=name
+        )
 
 
 def run_in(tmp_path, tiny_model_dir, monkeypatch, name: str, extra: str = ""):
@@ -77,18 +96,10 @@ def test_sharded_graph_on_a_dask_cluster_equals_one_pass(tmp_path, tiny_model_di
             worker_pids = set(client.run(os.getpid).values())
     assert (sharded / "neuron_records_shard_2").is_dir()
     assert not (one_pass / "neuron_records_shard_0").exists()
-    records = [
-        read_table(str(root / "neuron_records")).sort("layer", "neuron")
-        for root in (sharded, one_pass)
-    ]
-    assert records[0].height == 2 * 64
-    assert records[0].drop(MOMENTS).equals(records[1].drop(MOMENTS))
-    for name in MOMENTS:
-        np.testing.assert_allclose(records[0][name], records[1][name], rtol=1e-4, atol=1e-6)
-    for table in ("top_k_excerpts", "scores", "score_summary"):
-        frames = [read_table(str(root / table)) for root in (sharded, one_pass)]
-        frames = [f.select(pl.exclude(LINEAGE)).sort(pl.all()) for f in frames]
-        assert frames[0].equals(frames[1]), table
+    # Every chosen excerpt is the same; activations agree to float32 rounding (a worker's
+    # single-threaded matrix products sum in another order than the launching process's).
+    for table in ("neuron_records", "top_k_excerpts", "scores", "score_summary"):
+        assert_same(*(read_table(str(root / table)) for root in (sharded, one_pass)), table)
     with dg.DagsterInstance.from_config(str(tmp_path / "dask" / "dagster")) as instance:
         runs = instance.get_run_records()
         assert runs and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)

@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scale, scoring, viewer
+from benchmarks import (
+    capture,
+    interchange,
+    lineage,
+    llm,
+    memory,
+    refresh,
+    revisions,
+    scale,
+    scoring,
+    viewer,
+)
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -17,6 +28,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "scale": scale.main,
+    "interchange": interchange.main,
     "viewer": viewer.main,
 }
 

@@ -22,6 +22,7 @@ import torch
 from autointerp.activations.data_model import N_BANDS, QUANTILES
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
+from autointerp.storage.columns import nested_lists as _nested
 
 
 @dataclass
@@ -234,18 +235,6 @@ def _samples(name: str, ids: np.ndarray, acts: np.ndarray, valid: np.ndarray) ->
             acts[valid].ravel(), np.full(valid.sum(), length), valid.sum(1)
         ),
     }
-
-
-def _nested(flat: np.ndarray, *lengths: np.ndarray) -> pl.Series:
-    """Nested lists from flat values and the length of every list, innermost level first.
-
-    Built through Arrow offsets: a Python list per neuron would dominate the write time.
-    """
-    array = pa.array(np.ascontiguousarray(flat))
-    for length in lengths:
-        offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
-        array = pa.ListArray.from_arrays(pa.array(offsets), array)
-    return pl.Series(array)
 
 
 # --- the shard table: partial records as rows, and back -----------------------------------------

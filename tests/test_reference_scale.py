@@ -36,7 +36,7 @@ def test_whole_graph_at_307200_neurons(project, capsys):
     assert records["max_activation"].is_finite().all()
     splits = read_table(str(project / "top_k_excerpts"), columns=["layer", "neuron", "split"])
     assert splits.select("layer", "neuron").n_unique() == 307_200
-    scores = read_table(str(project / "scores"), columns=["layer", "neuron", "score"])
+    scores = read_table(str(project / "scores"), columns=["layer", "neuron", "ev_correlation"])
     assert scores.select("layer", "neuron").n_unique() == XL_LAYERS * EXPLAINED
     summary = read_table(str(project / "score_summary"))
     assert summary.filter(pl.col("layer").is_not_null())["layer"].n_unique() == XL_LAYERS

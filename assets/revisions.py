@@ -13,6 +13,7 @@ import polars as pl
 
 from assets.common import (
     audit_rows,
+    gpu_step,
     summary_version,
     table_output,
     table_preview,
@@ -173,6 +174,7 @@ def round_assets(
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
+        **gpu_step(settings),  # runs counterexamples through the subject model
     )
     def revise(
         context: dg.AssetExecutionContext,

@@ -84,6 +84,7 @@ def materializer(settings: Settings, model: ModelSpec, command: str):
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.neuron_records import shard_names
     from assets.revisions import revisions_skipped
 
     model = settings.model(args.model)
@@ -99,7 +100,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         imported = ["corpus", "imported_explanations"]
     else:
         materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
-        imported = []
+        imported = shard_names(settings)  # the capture's shard steps, if any
     skipped = revisions_skipped(settings, model)
     if skipped:
         print(f"note: {skipped}", file=sys.stderr)

@@ -54,6 +54,32 @@ def resources(settings: Settings) -> dict[str, object]:
     }
 
 
+def executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor of every job, from `[execution]`: Dagster's multiprocess (its default),
+    in-process, or dagster-dask on an existing scheduler or a LocalCluster started per run."""
+    spec = settings.execution
+    if spec.executor == "in_process":
+        return dg.in_process_executor
+    if spec.executor == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_dask import dask_executor
+
+    if spec.scheduler:
+        cluster: dict = {"existing": {"address": spec.scheduler}}
+    else:
+        # Worker processes (never threads: Dagster steps are not thread-safe), each holding one
+        # unit of the GPU resource that capture steps ask for; no dashboard, no fixed port.
+        cluster = {
+            "local": {
+                "n_workers": spec.workers,
+                "processes": True,
+                "resources": {"GPU": 1},
+                "dashboard_address": None,
+            }
+        }
+    return dask_executor.configured({"cluster": cluster}, name="dask")
+
+
 def runnable_models(settings: Settings) -> list[ModelSpec]:
     return [m for m in settings.models.values() if hub_refusal(m, settings.allow_hub) is None]
 
@@ -196,4 +222,5 @@ def build_definitions(
         jobs=[j for part in parts for j in part[2]],
         sensors=[s for part in parts for s in part[3]],
         resources=resources(settings),
+        executor=executor(settings),
     )

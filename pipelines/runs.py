@@ -5,6 +5,7 @@ beside those launched there, and can be re-executed from it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,14 +90,26 @@ class Materializer:
             # model's comes with its records and takes no sample size).
             config = self.corpus_config(self.last_corpus_size())
         quiet = quiet_tracebacks(self.log_home) if self.log_home else contextlib.nullcontext()
+        run_config = {**QUIET_LOGS, **(config or {})}
+        tags = {**run_tags(self.model, self.command, partitions), **self.extra_tags}
         with quiet as log:
-            result = self.job.execute_in_process(
-                run_config={**QUIET_LOGS, **(config or {})},
-                instance=self.instance,
-                asset_selection=keys,
-                tags={**run_tags(self.model, self.command, partitions), **self.extra_tags},
-                raise_on_error=False,
-            )
+            if self.settings.execution.executor == "dask":
+                result = dg.execute_job(
+                    self.reconstructable_job(),
+                    instance=self.instance,
+                    asset_selection=keys,
+                    run_config=run_config,
+                    tags=tags,
+                    raise_on_error=False,
+                )
+            else:
+                result = self.job.execute_in_process(
+                    run_config=run_config,
+                    instance=self.instance,
+                    asset_selection=keys,
+                    tags=tags,
+                    raise_on_error=False,
+                )
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)
@@ -121,6 +134,16 @@ class Materializer:
         for line in failed_rows(counts, where):
             print(line, file=sys.stderr)
         return result.run_id
+
+    def reconstructable_job(self):
+        """The model's job as Dask workers load it: from the code location's module, which
+        reads the same configuration (AUTOINTERP_CONFIG, AUTOINTERP_HOME) in every worker."""
+        from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+        repository = ReconstructableRepository.for_module(
+            "pipelines.current_definitions", "defs", working_directory=os.getcwd()
+        )
+        return repository.get_reconstructable_job(graph_job_name(self.model))
 
     def corpus_config(self, max_excerpts: int | None) -> dict:
         op = f"{self.model.key_prefix}__corpus"

@@ -7,7 +7,7 @@ import dagster as dg
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
 from assets.imported import imported_records_assets
-from assets.neuron_records import neuron_records_asset
+from assets.neuron_records import neuron_records_assets
 from assets.revisions import revision_assets
 from assets.score_views import score_view_assets
 from assets.scores import scores_asset
@@ -34,7 +34,7 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
     records = (
         [imported_records_assets(settings, model, layers)]
         if model.imported
-        else [corpus_asset(settings, model), neuron_records_asset(settings, model, layers)]
+        else [corpus_asset(settings, model), *neuron_records_assets(settings, model, layers)]
     )
     return [
         *records,

@@ -1,6 +1,7 @@
 """What the asset modules share: the active profiles and the code versions they give, the blocking
 checks, the lineage columns every stage adds, and running an LLM stage profile by profile."""
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
@@ -45,6 +46,25 @@ def active_keys(settings: Settings) -> dict[str, list[str]]:
         "explainer": list(settings.profiles.active_explainers),
         "simulator": list(settings.profiles.active_simulators),
     }
+
+
+# --- GPU steps -------------------------------------------------------------------------------
+
+# dagster-dask's op tag: the Dask worker resources a step's task needs.
+DASK_RESOURCES_TAG = "dagster-dask/resource_requirements"
+
+
+def gpu_step(settings: Settings) -> dict:
+    """Arguments of an asset that runs the subject model, so that at most one runs per GPU.
+
+    Dagster's executors (multiprocess, dagster-k8s, ...) limit a pool by the slots the instance
+    gives it. dagster-dask ignores pools (and a run that names one cannot be shipped to a worker
+    by dask 2026: its pool record refuses the iteration dask applies to task arguments), so on
+    Dask the step asks for one unit of the worker resource `GPU` instead: a worker started with
+    `--resources GPU=1` runs one such step at a time."""
+    if settings.execution.executor == "dask":
+        return {"op_tags": {DASK_RESOURCES_TAG: json.dumps({"GPU": 1})}}
+    return {"pool": settings.execution.gpu_pool}
 
 
 # --- checks ----------------------------------------------------------------------------------

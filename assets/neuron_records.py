@@ -1,26 +1,68 @@
 """neuron_records[layer]: per neuron, top-k and sampled excerpts with per-token activations, and
-the moments of its activations. One forward pass serves every layer partition of a run."""
+the moments of its activations. One forward pass serves every layer partition of a run.
+
+With `[execution] capture_shards` = N > 1, the pass is split: neuron_records_shard_0 … _N-1 each
+capture one contiguous shard of the corpus (separate steps, so executors run them side by side),
+and neuron_records merges their partial records into exactly the one-pass records."""
 
 import dagster as dg
 import polars as pl
 
-from autointerp.activations.capture import capture_records
-from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS
+from assets.common import gpu_step
+from autointerp.activations.capture import capture_partials, capture_records
+from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS, Shard
+from autointerp.activations.partial_records import (
+    merge_partials,
+    partial_frame,
+    read_partials,
+    records_frame,
+)
 from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "neuron-records-2"
+LOGIC_VERSION = "neuron-records-3"  # ties broken by excerpt id
+SHARD_LOGIC_VERSION = "neuron-record-shards-1"
 
 
-def neuron_records_asset(
-    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
-) -> dg.AssetsDefinition:
+def records_version(settings: Settings, model: ModelSpec) -> str:
     # Batch size and device change no record; the weights and the dtype they run in do.
     identity = model_identity(model, settings.model_cache)
+    return f"{LOGIC_VERSION}-{content_hash(settings.records.hash_content(), identity)}"
 
+
+def _description(settings: Settings, model: ModelSpec) -> str:
+    return (
+        f"One row per neuron of a {model.name} layer: the top {settings.records.top_k} "
+        f"excerpts by max activation, {settings.records.random_k} random excerpts, "
+        f"{settings.records.quantile_k} per quantile band, with per-token activations; mean, "
+        "variance, skewness, kurtosis, max and quantile boundaries."
+    )
+
+
+def shard_names(settings: Settings) -> list[str]:
+    """The names of the shard assets (none when the corpus is captured in one pass)."""
+    shards = settings.execution.capture_shards
+    return [f"neuron_records_shard_{i}" for i in range(shards)] if shards > 1 else []
+
+
+def neuron_records_assets(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    shards = settings.execution.capture_shards
+    if shards > 1:
+        return [
+            *(shard_asset(settings, model, layers, Shard(i, shards)) for i in range(shards)),
+            merged_records_asset(settings, model, layers),
+        ]
+    return [one_pass_asset(settings, model, layers)]
+
+
+def one_pass_asset(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=[model.key_prefix, "neuron_records"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
@@ -28,15 +70,11 @@ def neuron_records_asset(
         # Several layer partitions in one run share one forward pass over the corpus.
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=model.key_prefix,
-        code_version=f"{LOGIC_VERSION}-{content_hash(settings.records.hash_content(), identity)}",
-        description=(
-            f"One row per neuron of a {model.name} layer: the top {settings.records.top_k} "
-            f"excerpts by max activation, {settings.records.random_k} random excerpts, "
-            f"{settings.records.quantile_k} per quantile band, with per-token activations; mean, "
-            "variance, skewness, kurtosis, max and quantile boundaries."
-        ),
+        code_version=records_version(settings, model),
+        description=_description(settings, model),
         metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars", "pytorch"},
+        **gpu_step(settings),
     )
     def neuron_records(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
@@ -56,5 +94,76 @@ def neuron_records_asset(
         )
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
         return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
+
+    return neuron_records
+
+
+def shard_asset(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, shard: Shard
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[model.key_prefix, f"neuron_records_shard_{shard.index}"],
+        ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
+        partitions_def=layers,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=model.key_prefix,
+        code_version=f"{SHARD_LOGIC_VERSION}-{shard.count}-{records_version(settings, model)}",
+        description=(
+            f"Partial neuron records of corpus shard {shard.index} of {shard.count} (the "
+            f"{shard.index + 1}th contiguous run of excerpts): candidate excerpts, central "
+            "moments, maxima, per-token sums, and the quantile boundaries of the shared pool."
+        ),
+        metadata={"partition_column": "layer"},
+        kinds={"delta", "polars", "pytorch"},
+        **gpu_step(settings),
+    )
+    def neuron_records_shard(
+        context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
+    ) -> pl.DataFrame:
+        layers_run = sorted(int(key) for key in context.partition_keys)
+        subject = subject_models.load(model)
+        partials = capture_partials(
+            subject,
+            corpus,
+            layers_run,
+            settings.records,
+            shard=shard,
+            progress=ProgressLog(context.log.info, f"shard {shard.index}", "excerpts"),
+        )
+        frame = pl.concat([partial_frame(partial) for partial in partials])
+        context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
+        return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))
+
+    return neuron_records_shard
+
+
+def merged_records_asset(
+    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    names = shard_names(settings)
+
+    @dg.asset(
+        key=[model.key_prefix, "neuron_records"],
+        ins={name: dg.AssetIn(key=[model.key_prefix, name]) for name in names},
+        partitions_def=layers,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=model.key_prefix,
+        # The same records as one pass: the same code version.
+        code_version=records_version(settings, model),
+        description=_description(settings, model) + f" Merged from {len(names)} corpus shards.",
+        metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
+        kinds={"delta", "polars"},
+    )
+    def neuron_records(**shard_frames: pl.DataFrame) -> pl.DataFrame:
+        frames = [shard_frames[name] for name in names]
+        corpus_ids = {frame["corpus_id"][0] for frame in frames}
+        if len(corpus_ids) != 1:
+            raise dg.Failure(f"the shards were captured from different corpora: {corpus_ids}")
+        per_shard = [read_partials(frame, settings.records) for frame in frames]
+        merged = [
+            records_frame(merge_partials(list(layer)), settings.records)
+            for layer in zip(*per_shard, strict=True)
+        ]
+        return pl.concat(merged).with_columns(corpus_id=pl.lit(corpus_ids.pop()))
 
     return neuron_records

@@ -11,7 +11,7 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from assets.common import audit_rows, summary_version, upstream_versions
+from assets.common import audit_rows, gpu_step, summary_version, upstream_versions
 from autointerp.activations.excerpts import neuron_excerpts, neurons_of
 from autointerp.activations.sampling import select_neurons
 from autointerp.config.profiles import BUILTIN_EXPLAINERS, IMPORTED
@@ -139,6 +139,7 @@ def round_assets(
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=False,
+        **gpu_step(settings),  # runs counterexamples through the subject model
     )
     def revise(
         context: dg.AssetExecutionContext,

@@ -121,16 +121,27 @@ class Materializer:
                 "dagster/asset_partition_range_start": partitions[0],
                 "dagster/asset_partition_range_end": partitions[1],
             }
+        run_config = {**QUIET_LOGS, **(config or {})}
         with quiet_tracebacks(self.settings.home) as log:
-            result = dg.materialize(
-                self.assets,
-                selection=keys,
-                instance=self.instance,
-                resources=self.resources,
-                run_config={**QUIET_LOGS, **(config or {})},
-                tags=tags,
-                raise_on_error=False,
-            )
+            if self.settings.execution.executor == "dask":
+                result = dg.execute_job(
+                    self.job(),
+                    instance=self.instance,
+                    asset_selection=keys,
+                    run_config=run_config,
+                    tags=tags,
+                    raise_on_error=False,
+                )
+            else:
+                result = dg.materialize(
+                    self.assets,
+                    selection=keys,
+                    instance=self.instance,
+                    resources=self.resources,
+                    run_config=run_config,
+                    tags=tags,
+                    raise_on_error=False,
+                )
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)
@@ -155,12 +166,25 @@ class Materializer:
         for line in failed_rows({name: e.value for name, e in written if e is not None}, where):
             print(line, file=sys.stderr)
 
+    def job(self):
+        """The model's job as Dask workers load it: from the code location's module, which
+        reads the same configuration (AUTOINTERP_CONFIG, AUTOINTERP_HOME) in every worker."""
+        from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+        from pipelines.definitions import records_job_name
+
+        repository = ReconstructableRepository.for_module(
+            "pipelines.current_definitions", "defs", working_directory=os.getcwd()
+        )
+        return repository.get_reconstructable_job(records_job_name(self.model))
+
     def corpus_config(self, max_excerpts: int | None) -> dict:
         op = f"{self.model.key_prefix}__corpus"
         return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.neuron_records import shard_names
     from assets.revisions import revisions_skipped
 
     model = settings.model(args.model)
@@ -176,7 +200,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
         imported = ["corpus", "imported_explanations"]
     else:
         materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
-        imported = []
+        imported = shard_names(settings)  # the capture's shard steps, if any
     skipped = revisions_skipped(settings, model)
     if skipped:
         print(f"note: {skipped}", file=sys.stderr)

@@ -26,6 +26,32 @@ def resources(settings: Settings) -> dict[str, object]:
     }
 
 
+def executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor of every job, from `[execution]`: Dagster's multiprocess (its default),
+    in-process, or dagster-dask on an existing scheduler or a LocalCluster started per run."""
+    spec = settings.execution
+    if spec.executor == "in_process":
+        return dg.in_process_executor
+    if spec.executor == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_dask import dask_executor
+
+    if spec.scheduler:
+        cluster: dict = {"existing": {"address": spec.scheduler}}
+    else:
+        # Worker processes (never threads: Dagster steps are not thread-safe), each holding one
+        # unit of the GPU resource that capture steps ask for; no dashboard, no fixed port.
+        cluster = {
+            "local": {
+                "n_workers": spec.workers,
+                "processes": True,
+                "resources": {"GPU": 1},
+                "dashboard_address": None,
+            }
+        }
+    return dask_executor.configured({"cluster": cluster}, name="dask")
+
+
 def records_job_name(model: ModelSpec) -> str:
     return f"{model.key_prefix}_records"
 
@@ -42,7 +68,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         )
         for model in settings.models.values()
     ] + [maintenance_job(settings, model) for model in settings.models.values()]
-    return dg.Definitions(assets=assets, jobs=jobs, resources=resources(settings))
+    return dg.Definitions(
+        assets=assets, jobs=jobs, resources=resources(settings), executor=executor(settings)
+    )
 
 
 defs = build_definitions(load_settings())

@@ -10,14 +10,15 @@ in training; those positions are read by no record and no score.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 import torch
 
-from autointerp.activations.neuron_records import LayerRecords, SamplingPlan
+from autointerp.activations.neuron_records import LayerRecords, SamplingPlan, Shard
+from autointerp.activations.partial_records import PartialRecords, records_frame
 from autointerp.activations.subject_model import SubjectModel
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
@@ -84,11 +85,6 @@ def token_matrix(corpus: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ids, tokens
 
 
-def batches(order: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
-
-
 def capture_records(
     subject: SubjectModel,
     corpus: pl.DataFrame,
@@ -101,6 +97,21 @@ def capture_records(
 
     `progress(done, total)` is called after each batch with excerpt counts.
     """
+    partials = capture_partials(subject, corpus, layers, spec, progress=progress)
+    return pl.concat([records_frame(partial, spec) for partial in partials])
+
+
+def capture_partials(
+    subject: SubjectModel,
+    corpus: pl.DataFrame,
+    layers: Sequence[int],
+    spec: RecordsSpec,
+    *,
+    shard: Shard | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PartialRecords]:
+    """Per layer, the partial records of one pass over `shard` of `corpus` (all of it when no
+    shard is given): `merge_partials` of every shard's equals the one-pass partial."""
     layers = subject.check_layers(layers)
     excerpt_ids, tokens = token_matrix(corpus)
     specials = len(subject.special_prefix) + len(subject.special_suffix)
@@ -113,7 +124,7 @@ def capture_records(
         raise InputError(
             f"the corpus has {len(excerpt_ids)} excerpts, fewer than top_k={spec.top_k}"
         )
-    plan = SamplingPlan.build(excerpt_ids, spec)
+    plan = SamplingPlan.build(excerpt_ids, spec, shard)
     vocabulary = np.unique(tokens) if spec.top_mean_tokens else None
     records = {
         layer: LayerRecords(
@@ -142,7 +153,7 @@ def capture_records(
         ThreadPoolExecutor(max_workers=1) as worker,
     ):
         pending: Future | None = None
-        for rows in batches(plan.order, subject.spec.batch_size):
+        for rows in plan.batches(subject.spec.batch_size):
             hooks.run(torch.from_numpy(tokens[rows]))
             batch = dict(captured)
             captured.clear()
@@ -154,4 +165,4 @@ def capture_records(
                 progress(done, len(plan.order))
         if pending is not None:
             pending.result()
-    return pl.concat([records[layer].frame(excerpt_ids) for layer in layers])
+    return [records[layer].partial() for layer in layers]

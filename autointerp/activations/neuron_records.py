@@ -4,17 +4,24 @@ tokens with the highest mean activation, and moments of the activation distribut
 Everything here is a fixed-size accumulator updated batch by batch, so memory is bounded by
 neurons × kept excerpts × excerpt length, whatever the corpus size. Every sample is chosen by a key
 (the excerpt's maximum activation for top-k; a seeded hash of the excerpt id, and of the neuron for
-the random samples), so results are deterministic, do not depend on the batch size, and the
-per-shard results of a split corpus merge exactly.
+the random samples), ties broken by the smaller excerpt id, so results are deterministic, do not
+depend on the batch size, and the per-shard results of a split corpus merge exactly
+(`partial_records`).
 
 Random records are drawn per neuron, from outside its top-k: each neuron keeps the excerpts with
 the smallest hash of (seed, layer, neuron, excerpt); at the end the ones in its top-k are dropped
 and the first `random_k` (scored) and the next `reference_k` (the explainer's base rates, never
 scored) are kept. No excerpt the explainer saw is scored, and none is scored twice.
+
+A corpus shard is one contiguous run of its excerpts (`Shard`). Every shard first runs the
+boundary pool (the excerpts with the smallest seeded keys, wherever they lie) to estimate the
+same quantile boundaries, then its own excerpts; pool excerpts count towards the samples and
+moments of the shard that holds them only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +29,10 @@ import polars as pl
 import torch
 
 from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
+from autointerp.activations.partial_records import CentralMoments, PartialRecords, Slots
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
-from autointerp.storage.columns import nested_lists as _nested
 
 # Rows per Parquet row group of the neuron_records table: a row is one neuron with every kept
 # excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
@@ -34,10 +41,11 @@ RECORDS_ROW_GROUP_ROWS = 32
 
 
 class StreamingTopK:
-    """Per neuron, the k excerpts with the largest key seen so far, with per-token activations.
+    """Per neuron, the k excerpts ranked best so far (largest key, then smallest excerpt id),
+    with per-token activations.
 
     Slots are unsorted while streaming: an admitted excerpt overwrites an evicted slot in place, so
-    a batch that changes nothing costs one small top-k over keys and no copy of activations.
+    a batch that changes nothing costs one comparison with each neuron's floor and no copy.
     """
 
     def __init__(
@@ -58,12 +66,20 @@ class StreamingTopK:
 
     def update(self, keys: torch.Tensor, acts: torch.Tensor, ids: torch.Tensor) -> None:
         """keys: [neurons, batch]; acts: [batch, tokens, neurons]; ids: [batch]."""
-        # Only neurons with a key above their current minimum can change: merge just those rows.
-        rows = (keys > self.keys.amin(dim=1, keepdim=True)).any(dim=1).nonzero().squeeze(1)
+        if self.k == 0:
+            return
+        # Only neurons with a finite key at or above their current floor can change (at the
+        # floor, a smaller id wins the tie): merge just those rows.
+        floor = self.keys.amin(dim=1, keepdim=True)
+        rows = ((keys >= floor) & torch.isfinite(keys)).any(dim=1).nonzero().squeeze(1)
         if rows.numel() == 0:
             return
         merged = torch.cat([self.keys[rows], keys[rows]], dim=1)
-        top = merged.topk(self.k, dim=1).indices
+        merged_ids = torch.cat([self.ids[rows], ids.expand(len(rows), -1)], dim=1)
+        # Best first by key, ties by the smaller id: a stable sort by key after one by id.
+        by_id = merged_ids.argsort(dim=1, stable=True)
+        by_key = merged.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
+        top = by_id.gather(1, by_key)[:, : self.k]
         member = torch.zeros_like(merged, dtype=torch.bool).scatter_(1, top, True)
         admitted = member[:, self.k :].nonzero()
         # Each row evicts as many slots as it admits, and nonzero() lists both row-major, so the
@@ -75,14 +91,16 @@ class StreamingTopK:
         self.ids[neuron, slot] = ids[batch_index]
         self.acts[neuron, slot] = acts[batch_index, :, neuron].to(self.acts.dtype)
 
+    def slots(self) -> Slots:
+        """The slots as they are (unsorted); a slot without a finite key is empty (id -1)."""
+        ids = self.ids.clone()
+        ids[~torch.isfinite(self.keys)] = -1
+        return Slots(self.keys.numpy().copy(), ids.numpy(), self.acts.float().numpy())
+
     def sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(keys, ids, acts) per neuron, largest key first; empty slots have id -1."""
-        order = self.keys.argsort(dim=1, descending=True, stable=True)
-        keys = self.keys.gather(1, order)
-        ids = self.ids.gather(1, order)
-        acts = self.acts.gather(1, order[..., None].expand_as(self.acts))
-        ids[~torch.isfinite(keys)] = -1
-        return keys.numpy(), ids.numpy(), acts.float().numpy()
+        """(keys, ids, acts) per neuron, best first; empty slots have id -1."""
+        ranked = self.slots().ranked()
+        return ranked.keys, ranked.ids, ranked.acts
 
 
 class Moments:
@@ -120,23 +138,22 @@ class Moments:
         self.count += values.shape[0]
         self.max = torch.maximum(self.max, maxes.amax(dim=1))
 
-    def result(self) -> dict[str, np.ndarray]:
-        """mean, variance (population), skewness, kurtosis (excess, 0 for a normal)."""
+    def central(self) -> CentralMoments:
+        """Count, mean and central sums (the mergeable form)."""
         n = max(self.count, 1)
         s1, s2, s3, s4 = (self.sums[i] / n for i in range(4))
-        m2 = (s2 - s1**2).clamp(min=0)
-        m3 = s3 - 3 * s1 * s2 + 2 * s1**3
-        m4 = s4 - 4 * s1 * s3 + 6 * s1**2 * s2 - 3 * s1**4
-        safe = m2 > 1e-12  # a constant neuron has no defined shape: NaN, not inf
-        nan = torch.full_like(m2, torch.nan)
-        shift = self.shift.double() if self.shift is not None else torch.zeros_like(m2)
-        return {
-            "mean": (shift + s1).numpy(),
-            "variance": m2.numpy(),
-            "skewness": torch.where(safe, m3 / m2.clamp(min=1e-12) ** 1.5, nan).numpy(),
-            "kurtosis": torch.where(safe, m4 / m2.clamp(min=1e-12) ** 2 - 3, nan).numpy(),
-            "max_activation": self.max.double().numpy(),
-        }
+        shift = self.shift.double() if self.shift is not None else torch.zeros_like(s1)
+        return CentralMoments(
+            count=self.count,
+            mean=(shift + s1).numpy(),
+            m2=(n * (s2 - s1**2).clamp(min=0)).numpy(),
+            m3=(n * (s3 - 3 * s1 * s2 + 2 * s1**3)).numpy(),
+            m4=(n * (s4 - 4 * s1 * s3 + 6 * s1**2 * s2 - 3 * s1**4)).numpy(),
+        )
+
+    def result(self) -> dict[str, np.ndarray]:
+        """mean, variance (population), skewness, kurtosis (excess, 0 for a normal), max."""
+        return self.central().result() | {"max_activation": self.max.double().numpy()}
 
 
 def neuron_keys(excerpt_ids: np.ndarray, layer: int, n_neurons: int, seed: int) -> np.ndarray:
@@ -149,32 +166,63 @@ def neuron_keys(excerpt_ids: np.ndarray, layer: int, n_neurons: int, seed: int) 
     return excerpt_keys(mixed, seed)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the index-th of `count` contiguous runs of the corpus's rows."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise InputError(f"shard {self.index} of {self.count} does not exist")
+
+    def rows(self, n: int) -> np.ndarray:
+        """[n] bools: which of a corpus's n rows this shard holds."""
+        start, stop = self.index * n // self.count, (self.index + 1) * n // self.count
+        held = np.zeros(n, dtype=bool)
+        held[start:stop] = True
+        return held
+
+
 @dataclass
 class SamplingPlan:
     """The order in which excerpts are processed, fixed before the pass from seeded keys.
 
     The boundary pool (the excerpts with the smallest keys) is processed first: its maxima give
     each neuron's quantile boundaries, after which quantile-band samples are drawn from the rest.
+    A shard's plan runs the whole pool, then the rest of its own rows.
     """
 
     order: np.ndarray  # row indices in processing order: pool first
     pool_size: int
     keys: np.ndarray  # per row
+    held: np.ndarray  # per row: whether the shard holds it (all, in a one-pass plan)
 
     @classmethod
-    def build(cls, excerpt_ids: np.ndarray, spec: RecordsSpec) -> SamplingPlan:
+    def build(
+        cls, excerpt_ids: np.ndarray, spec: RecordsSpec, shard: Shard | None = None
+    ) -> SamplingPlan:
         keys = excerpt_keys(excerpt_ids, spec.seed)
         by_key = np.argsort(keys, kind="stable")
         # Leave at least half the corpus for the band samples, which exclude the pool.
         pool_size = min(spec.boundary_pool, max(1, len(excerpt_ids) // 2))
         pool = by_key[:pool_size]
-        rest = np.setdiff1d(np.arange(len(excerpt_ids)), pool, assume_unique=True)
-        return cls(order=np.concatenate([pool, rest]), pool_size=pool_size, keys=keys)
+        held = (shard or Shard()).rows(len(excerpt_ids))
+        rest = np.setdiff1d(np.flatnonzero(held), pool, assume_unique=True)
+        return cls(order=np.concatenate([pool, rest]), pool_size=pool_size, keys=keys, held=held)
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """Row indices per batch, the pool's batches first: no batch mixes pool and rest, so the
+        pool runs in the same batches in every shard."""
+        for part in (self.order[: self.pool_size], self.order[self.pool_size :]):
+            for start in range(0, len(part), size):
+                yield part[start : start + size]
 
 
 class TokenMeans:
-    """Per neuron, the mean activation on each distinct token of the corpus (for the token-list
-    explainer); memory: distinct tokens × neurons × 4 bytes."""
+    """Per neuron, the sum of activations on each distinct token of the corpus (for the
+    token-list explainer); memory: distinct tokens × neurons × 4 bytes."""
 
     def __init__(self, vocabulary: np.ndarray, n_neurons: int) -> None:
         self.vocabulary = vocabulary  # the corpus's distinct token ids, sorted
@@ -186,12 +234,6 @@ class TokenMeans:
         index = torch.from_numpy(np.searchsorted(self.vocabulary, token_ids.ravel()))
         self.sums.index_add_(0, index, acts.reshape(-1, acts.shape[-1]).float())
         self.counts.index_add_(0, index, torch.ones_like(index))
-
-    def top(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """([neurons, k] token ids, [neurons, k] means), highest mean first."""
-        means = self.sums / self.counts.clamp(min=1)[:, None]
-        values, rows = means.topk(min(k, len(self.vocabulary)), dim=0)
-        return self.vocabulary[rows.T.numpy()], values.T.numpy()
 
 
 class LayerRecords:
@@ -209,13 +251,14 @@ class LayerRecords:
         vocabulary: np.ndarray | None = None,
     ):
         self.layer, self.spec, self.plan = layer, spec, plan
+        self.n_neurons = n_neurons
         self.top = StreamingTopK(n_neurons, spec.top_k, length, dtype=dtype)
         self.moments = Moments(n_neurons)
         self.bands = [
             StreamingTopK(n_neurons, spec.quantile_k, length, dtype=dtype) for _ in range(N_BANDS)
         ]
         # Enough candidates that random_k + reference_k remain once the top-k are dropped. Keys
-        # are float64: float32 would tie distinct hashes, and ties make the draw order-dependent.
+        # are float64: float32 would tie distinct hashes far more often.
         self.random = StreamingTopK(
             n_neurons,
             spec.top_k + spec.random_k + spec.reference_k,
@@ -229,31 +272,41 @@ class LayerRecords:
             else None
         )
         self.pool_maxes: list[torch.Tensor] = []
-        self.pool_size = plan.pool_size
         self.boundaries: torch.Tensor | None = None  # [neurons, len(QUANTILES)]
 
     def update(
         self, acts: torch.Tensor, rows: np.ndarray, ids: torch.Tensor, token_ids: np.ndarray
     ) -> None:
-        """acts: [batch, tokens, neurons] for corpus rows `rows` (in processing order) with ids
-        `ids` and tokens `token_ids`, in the model's dtype: only what is kept is converted."""
+        """acts: [batch, tokens, neurons] for corpus rows `rows` (one batch of
+        `SamplingPlan.batches`) with ids `ids` and tokens `token_ids`, in the model's dtype:
+        only what is kept is converted."""
         maxes = acts.amax(dim=1).float().T.contiguous()  # [neurons, batch]
         _check_finite(maxes, self.layer, ids)
+        if self.boundaries is None:  # a batch of the pool
+            self.pool_maxes.append(maxes)
+            if sum(m.shape[1] for m in self.pool_maxes) == self.plan.pool_size:
+                pool = torch.cat(self.pool_maxes, dim=1)
+                self.boundaries = torch.quantile(pool, torch.tensor(QUANTILES), dim=1).T
+                self.pool_maxes = []
+            held = self.plan.held[rows]
+            if not held.any():
+                return
+            if not held.all():  # pool rows of other shards only estimate the boundaries
+                index = torch.from_numpy(np.flatnonzero(held))
+                acts, maxes, ids = acts[index], maxes[:, index], ids[index]
+                rows, token_ids = rows[held], token_ids[held]
+            self._update_samples(acts, maxes, ids, token_ids)
+            return
+        self._update_samples(acts, maxes, ids, token_ids)
+        self._update_bands(maxes, acts, ids, rows)
+
+    def _update_samples(self, acts, maxes, ids, token_ids) -> None:
         self.moments.update(acts.reshape(-1, acts.shape[-1]), maxes)
         self.top.update(maxes, acts, ids)
         keys = neuron_keys(ids.numpy(), self.layer, acts.shape[-1], self.spec.seed)
         self.random.update(torch.from_numpy(-keys), acts, ids)  # the smallest hashes win
         if self.token_means is not None:
             self.token_means.update(acts, token_ids)
-        in_pool = sum(m.shape[1] for m in self.pool_maxes)
-        n_pool = max(0, min(len(rows), self.pool_size - in_pool))
-        if n_pool:
-            self.pool_maxes.append(maxes[:, :n_pool])
-            if in_pool + n_pool == self.pool_size:
-                pool = torch.cat(self.pool_maxes, dim=1)
-                self.boundaries = torch.quantile(pool, torch.tensor(QUANTILES), dim=1).T
-        if self.boundaries is not None and n_pool < len(rows):
-            self._update_bands(maxes[:, n_pool:], acts[n_pool:], ids[n_pool:], rows[n_pool:])
 
     def _update_bands(self, maxes, acts, ids, rows) -> None:
         priority = -torch.from_numpy(self.plan.keys[rows]).float()[None, :]
@@ -263,78 +316,30 @@ class LayerRecords:
             inside = (maxes >= lower[:, band : band + 1]) & (maxes < lower[:, band + 1 : band + 2])
             sampler.update(torch.where(inside, priority, -torch.inf), acts, ids)
 
-    def _random_samples(self, top_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each neuron's candidates outside its top-k, smallest hash first: (ids, acts, kept)
-        with `kept` [neurons, random_k + reference_k] marking the slots that hold one."""
-        _, ids, acts = self.random.sorted()
-        allowed = (ids >= 0) & ~(ids[:, :, None] == top_ids[:, None, :]).any(axis=2)
-        wanted = self.spec.random_k + self.spec.reference_k
-        order = np.argsort(~allowed, axis=1, kind="stable")[:, :wanted]
-        return (
-            np.take_along_axis(ids, order, axis=1),
-            np.take_along_axis(acts, order[..., None], axis=1),
-            np.take_along_axis(allowed, order, axis=1),
-        )
-
-    def frame(self, excerpt_ids: np.ndarray) -> pl.DataFrame:
-        """One row per neuron, the REFERENCE.md NeuronRecord as columns."""
-        top_keys, top_ids, top_acts = self.top.sorted()
-        n_neurons, length = top_ids.shape[0], top_acts.shape[2]
-        top_valid = top_ids >= 0
-        random_ids, random_acts, random_valid = self._random_samples(top_ids)
-        k = self.spec.random_k
-        bands = [band.sorted() for band in self.bands]
-        band_ids = np.stack([ids for _, ids, _ in bands], axis=1)  # [neurons, bands, k]
-        band_acts = np.stack([acts for _, _, acts in bands], axis=1)  # [neurons, bands, k, tokens]
-        band_valid = band_ids >= 0
-        per_band = band_valid.sum(axis=2).ravel()
-        bounds = (
-            self.boundaries.double().numpy()
-            if self.boundaries is not None
-            else np.full((n_neurons, len(QUANTILES)), np.nan)
-        )
-        stats = self.moments.result()
-        rows = np.full(n_neurons, 1)
-        columns = {
-            "layer": pl.Series([self.layer] * n_neurons, dtype=pl.Int32),
-            "neuron": pl.Series(np.arange(n_neurons), dtype=pl.Int32),
-            **{name: pl.Series(values, dtype=pl.Float64) for name, values in stats.items()},
-            "quantile_boundaries": _nested(bounds.ravel(), rows * len(QUANTILES)),
-            "top_excerpt_ids": _nested(top_ids[top_valid], top_valid.sum(1)),
-            "top_max_activations": _nested(top_keys[top_valid], top_valid.sum(1)),
-            "top_activations": _nested(
-                top_acts[top_valid].ravel(), np.full(top_valid.sum(), length), top_valid.sum(1)
+    def partial(self) -> PartialRecords:
+        """Every accumulator, in the form that merges with other shards' (`merge_partials`)."""
+        bands = [band.slots() for band in self.bands]
+        tokens = self.token_means
+        return PartialRecords(
+            layer=self.layer,
+            top=self.top.slots(),
+            random=self.random.slots(),
+            bands=Slots(
+                np.stack([b.keys for b in bands], axis=1),
+                np.stack([b.ids for b in bands], axis=1),
+                np.stack([b.acts for b in bands], axis=1),
             ),
-            **_samples("random", random_ids[:, :k], random_acts[:, :k], random_valid[:, :k]),
-            **_samples("reference", random_ids[:, k:], random_acts[:, k:], random_valid[:, k:]),
-            "quantile_excerpt_ids": _nested(band_ids[band_valid], per_band, rows * N_BANDS),
-            "quantile_activations": _nested(
-                band_acts[band_valid].ravel(),
-                np.full(band_valid.sum(), length),
-                per_band,
-                rows * N_BANDS,
+            moments=self.moments.central(),
+            max_activation=self.moments.max.double().numpy(),
+            boundaries=(
+                self.boundaries.double().numpy()
+                if self.boundaries is not None
+                else np.full((self.n_neurons, len(QUANTILES)), np.nan)
             ),
-        }
-        if self.token_means is not None:
-            token_ids, means = self.token_means.top(self.spec.top_mean_tokens)
-            columns["top_mean_token_ids"] = _nested(
-                token_ids.astype(np.int32).ravel(), np.full(n_neurons, token_ids.shape[1])
-            )
-            columns["top_mean_token_means"] = _nested(
-                means.ravel(), np.full(n_neurons, means.shape[1])
-            )
-        return pl.DataFrame(columns)
-
-
-def _samples(name: str, ids: np.ndarray, acts: np.ndarray, valid: np.ndarray) -> dict:
-    """`<name>_excerpt_ids` and `<name>_activations` columns from [neurons, k] slots."""
-    length = acts.shape[2]
-    return {
-        f"{name}_excerpt_ids": _nested(ids[valid], valid.sum(1)),
-        f"{name}_activations": _nested(
-            acts[valid].ravel(), np.full(valid.sum(), length), valid.sum(1)
-        ),
-    }
+            vocabulary=tokens.vocabulary if tokens else None,
+            token_sums=tokens.sums.numpy() if tokens else None,
+            token_counts=tokens.counts.numpy() if tokens else None,
+        )
 
 
 def _check_finite(maxes: torch.Tensor, layer: int, ids: torch.Tensor) -> None:

@@ -270,6 +270,35 @@ class StorageSpec:
 
 
 @dataclass(frozen=True)
+class ExecutionSpec:
+    """How runs are carried out; nothing here changes a result.
+
+    `executor`: `multiprocess` (Dagster's default: a process per step), `in_process`, or `dask`
+    (dagster-dask: steps are tasks on a Dask cluster; `scheduler` is the address of an existing
+    one, e.g. "tcp://10.0.0.5:8786", else a `distributed.LocalCluster` of `workers` processes
+    starts for the run). GPU steps (capture, counterexample probing) take the Dagster pool
+    `gpu_pool` and, on Dask, one unit of the worker resource `GPU`. `capture_shards` > 1 splits
+    the corpus into that many contiguous shards captured as separate steps, then merged.
+    """
+
+    executor: str = "multiprocess"
+    scheduler: str | None = None
+    workers: int = 2
+    gpu_pool: str = "gpu"
+    capture_shards: int = 1
+
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "executor": one_of("multiprocess", "in_process", "dask"),
+        "scheduler": matches(
+            r"(tcp|tls|inproc|ucx)://.+", "a Dask scheduler address tcp://HOST:PORT"
+        ),
+        "workers": at_least(1, "a whole number"),
+        "gpu_pool": matches(r"[A-Za-z0-9_./-]+", "a pool name (letters, digits, _ . / -)"),
+        "capture_shards": at_least(1, "a whole number"),
+    }
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     config_path: Path
@@ -280,6 +309,7 @@ class Settings:
     revisions: RevisionSpec = field(default_factory=RevisionSpec)
     summaries: SummarySpec = field(default_factory=SummarySpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     default_model: str = "smollm2-135m"
     profiles: Profiles = field(default_factory=lambda: load_profiles({}))
 
@@ -434,6 +464,7 @@ def load_settings(
         revisions=_section(raw, "revisions", RevisionSpec),
         summaries=_section(raw, "summaries", SummarySpec),
         storage=storage,
+        execution=_section(raw, "execution", ExecutionSpec),
         default_model=general.get("default_model", "smollm2-135m"),
         profiles=profiles,
     )

@@ -19,6 +19,9 @@ from autointerp.config.settings import ModelSpec
 
 HIDDEN = 32
 INTERMEDIATE = 64  # MLP width: the number of neurons per layer
+# GPT-2 XL's neuron layout (48 layers x 6,400 MLP neurons = 307,200, the reference method's
+# scale) around a tiny hidden size: the graph's tables at full size, in seconds of compute.
+XL_LAYERS, XL_NEURONS = 48, 6400
 HEADS = 4
 MAX_POSITIONS = 256
 EOS = "<|endoftext|>"
@@ -100,10 +103,18 @@ def make_tokenizer(architecture: str = "gpt2") -> transformers.PreTrainedTokeniz
 
 
 def make_tiny_model(
-    tmp_path: Path, architecture: str = "llama", *, num_layers: int = 2, seed: int = 0
+    tmp_path: Path,
+    architecture: str = "llama",
+    *,
+    num_layers: int = 2,
+    seed: int = 0,
+    neurons: int = INTERMEDIATE,
+    folder_name: str | None = None,
 ) -> Path:
-    """Write a tiny random `architecture` model and its tokenizer to `tmp_path/<architecture>`."""
+    """Write a tiny random `architecture` model with `neurons` MLP neurons per layer and its
+    tokenizer to `tmp_path/<folder_name or architecture>`."""
     config_class, model_class, extra = _ARCHITECTURES[architecture]
+    extra = extra | ({"n_inner": neurons} if architecture == "gpt2" else {})
     tokenizer = make_tokenizer(architecture)
     eos = tokenizer.convert_tokens_to_ids(EOS)
     arguments: dict[str, Any] = {
@@ -116,17 +127,25 @@ def make_tiny_model(
     if architecture != "gpt2":  # GPT-2 names these n_embd, n_inner, n_head, n_positions
         arguments |= {
             "hidden_size": HIDDEN,
-            "intermediate_size": INTERMEDIATE,
+            "intermediate_size": neurons,
             "num_attention_heads": HEADS,
             "max_position_embeddings": MAX_POSITIONS,
         }
     config = getattr(transformers, config_class)(**arguments | extra)
     torch.manual_seed(seed)
     model = getattr(transformers, model_class)(config)
-    folder = tmp_path / architecture
+    folder = tmp_path / (folder_name or architecture)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_xl_shaped_model(tmp_path: Path) -> Path:
+    """A GPT-2 with GPT-2 XL's neuron layout (XL_LAYERS x XL_NEURONS), hidden size 32, random
+    weights (about 20M parameters, 80 MB), in `tmp_path/gpt2-xl-shaped`."""
+    return make_tiny_model(
+        tmp_path, "gpt2", num_layers=XL_LAYERS, neurons=XL_NEURONS, folder_name="gpt2-xl-shaped"
+    )
 
 
 def tiny_spec(path: Path, num_layers: int = 2, **overrides: Any) -> ModelSpec:

@@ -13,6 +13,7 @@ from autointerp.activations.neuron_records import (
     StreamingTopK,
     neuron_keys,
 )
+from autointerp.activations.partial_records import records_frame
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.activations.splits import split_records
 from autointerp.config.settings import RecordsSpec
@@ -32,11 +33,10 @@ def stream(acts: np.ndarray, spec: RecordsSpec, batch: int) -> pl.DataFrame:
     plan = SamplingPlan.build(excerpt_ids, spec)
     tokens = np.arange(len(acts) * acts.shape[1]).reshape(len(acts), -1) % 7  # 7 token ids
     layer = LayerRecords(3, acts.shape[2], acts.shape[1], plan, spec, vocabulary=np.arange(7))
-    for start in range(0, len(plan.order), batch):
-        rows = plan.order[start : start + batch]
+    for rows in plan.batches(batch):
         ids = torch.from_numpy(excerpt_ids[rows])
         layer.update(torch.from_numpy(acts[rows]), rows, ids, tokens[rows])
-    return layer.frame(excerpt_ids)
+    return records_frame(layer.partial(), spec)
 
 
 def test_streaming_top_k_matches_brute_force(activations):

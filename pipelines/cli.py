@@ -13,7 +13,7 @@ import polars as pl
 
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, ConfigError, InputError
-from autointerp.links import VIEW_HOST, VIEW_PORT
+from autointerp.links import VIEW_HOST, VIEW_PORT, viewer_url
 from autointerp.safe_text import printable
 from autointerp.storage.delta import read_table, table_version
 from pipelines.console import keep_trace, one_line
@@ -206,6 +206,8 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
         print(render_text(lineage))
         if rounds:
             print("\nRevision rounds\n" + render_revisions(rounds))
+        page = viewer_url(model.name, args.layer, args.neuron)
+        print(f"\nNeuron viewer: {page}  (autointerp view --model {model.name})")
 
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> None:

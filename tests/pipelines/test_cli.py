@@ -177,7 +177,9 @@ def test_corpora_live_side_by_side_and_the_same_corpus_again_writes_nothing(tiny
     # Layer 0's lineage still reads its excerpts' text from its own corpus.
     capsys.readouterr()
     main(["lineage", "--layer", "0", "--neuron", "3"])
-    assert "not in the corpus table" not in capsys.readouterr().out
+    lineage = capsys.readouterr().out
+    assert "not in the corpus table" not in lineage
+    assert "Neuron viewer: http://127.0.0.1:8765/m/tiny/l/0/n/3" in lineage
     # The same corpus again: nothing is written.
     version = commit_history(corpus)[0]["version"]
     main(["run", "--layers", "1", "--excerpts", "40"])

@@ -8,12 +8,7 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 
 import numpy as np
@@ -21,6 +16,7 @@ import polars as pl
 
 from autointerp.storage.delta import read_table, write_partitions
 from autointerp.storage.maintenance import maintain_table
+from autointerp.testing.s3_server import s3_server
 from benchmarks.common import best_of, save
 
 LAYERS = 30
@@ -70,26 +66,6 @@ def compaction(folder: str) -> dict:
     }
 
 
-def s3_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
-            return server, endpoint
-        except OSError:
-            time.sleep(0.2)
-    server.terminate()
-    raise RuntimeError("the local S3 server did not start")
-
-
 def object_storage(folder: str) -> dict:
     import os
 
@@ -98,8 +74,7 @@ def object_storage(folder: str) -> dict:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
     os.environ.setdefault("AWS_REGION", "us-east-1")
-    server, endpoint = s3_server()
-    try:
+    with s3_server() as endpoint:
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
         options = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
@@ -115,9 +90,6 @@ def object_storage(folder: str) -> dict:
             lambda: read_table(local_uri),
             lambda: read_table(s3_uri, storage_options=options),
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     commits = LAYERS * EXPLAINERS
     return {
         "commits": commits,

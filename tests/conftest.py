@@ -165,35 +165,11 @@ def statuses(home) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    """A local S3-compatible server (moto's server mode) on loopback, for the session. It runs
-    in a process of its own: some deltalake calls (a table's history) hold the GIL while they
-    wait for the store, so a server thread in the test process would never answer them."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """A local S3-compatible server (moto's server mode, in its own process) for the session."""
+    from autointerp.testing.s3_server import s3_server
 
-    with socket.socket() as probe:  # a free port on loopback
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120  # only a guard against a server that never starts
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.2)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=30)
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @dataclass(frozen=True)

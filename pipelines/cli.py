@@ -17,6 +17,7 @@ from autointerp.safe_text import printable
 from autointerp.storage.delta import read_table
 from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
+from pipelines.run_plan import layer_runs
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -101,6 +102,17 @@ class Materializer:
         return dg.AssetKey([self.model.key_prefix, name])
 
     def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
+        """Materialize `keys` (over a range of layers): one run per layer but for the capture,
+        so that memory stays flat in the layers (see pipelines.run_plan)."""
+        if partitions is None:
+            self._run(keys, None, config)
+            return
+        by_name = {key.path[-1]: key for key in keys}
+        order = [str(layer) for layer in self.model.layers]
+        for names, layers in layer_runs(list(by_name), partitions, order):
+            self._run([by_name[name] for name in names], layers, config)
+
+    def _run(self, keys: list, partitions: tuple[str, str] | None, config) -> None:
         import dagster as dg
 
         tags = {}
@@ -130,7 +142,10 @@ class Materializer:
                 f"{log}, and on the run's page in the UI)"
             )
         names = ", ".join(key.path[-1] for key in keys)
-        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
+        where = ""
+        if partitions:
+            low, high = partitions
+            where = f" layer {low}" if low == high else f" layers {low}-{high}"
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
 
     def corpus_config(self, max_excerpts: int | None) -> dict:
@@ -253,6 +268,39 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
     print(format_comparison(comparison))
 
 
+def command_estimate(args: argparse.Namespace, settings: Settings) -> None:
+    """The LLM cost of explaining, simulating and revising every layer of a model."""
+    from autointerp.activations.subject_model import load_subject_model
+    from autointerp.estimate import estimate, format_estimate
+
+    if args.rate_limit <= 0 or (args.tokens_per_minute or 1) <= 0:
+        raise InputError("--rate-limit and --tokens-per-minute must be above 0")
+    model = settings.model(args.model)
+    profiles = settings.profiles
+    neurons = args.neurons_per_layer
+    if neurons is None:  # the model says: it is loaded as a run loads it (no hub unless allowed)
+        subject = load_subject_model(
+            model,
+            cache_dir=settings.model_cache,
+            downloads=settings.downloads,
+            allow_hub=settings.allow_hub,
+        )
+        neurons = subject.neurons_per_layer
+    result = estimate(
+        model=model.name,
+        layers=model.num_layers,
+        neurons_per_layer=neurons,
+        excerpt_tokens=settings.corpus.excerpt_tokens,
+        records=settings.records,
+        explainer=profiles.explainer(args.explainer or profiles.active_explainers[0]),
+        simulator=profiles.simulator(args.simulator or profiles.active_simulators[0]),
+        floor_sample=settings.summaries.floor_sample,
+        revisions=settings.revisions,
+        neuron_sample=args.neuron_sample,
+    )
+    print(format_estimate(result, args.rate_limit, args.tokens_per_minute))
+
+
 def command_repair(args: argparse.Namespace, settings: Settings) -> None:
     """Mark dead runs failed, bring each of the model's tables back to a readable state, and
     say what to materialize again."""
@@ -351,6 +399,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
+    cost = sub.add_parser(
+        "estimate", help="LLM calls, tokens, dollars and hours of a run over a whole model"
+    )
+    cost.add_argument("--model", help="a model declared in autointerp.toml")
+    cost.add_argument("--explainer", help="an explainer profile (default: the first active)")
+    cost.add_argument("--simulator", help="a simulator profile (default: the first active)")
+    cost.add_argument(
+        "--neuron-sample",
+        help="'all', 'first:N' or 'random:N:SEED' per layer (default: the explainer's)",
+    )
+    cost.add_argument(
+        "--rate-limit", type=float, default=500.0, help="requests per minute (default: 500)"
+    )
+    cost.add_argument("--tokens-per-minute", type=float, help="a token rate limit too")
+    cost.add_argument(
+        "--neurons-per-layer", type=int, help="instead of loading the model to count them"
+    )
     repair = sub.add_parser(
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
@@ -372,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_lineage(args, settings)
         elif args.command == "compare":
             command_compare(args, settings)
+        elif args.command == "estimate":
+            command_estimate(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
         elif args.command == "ui":

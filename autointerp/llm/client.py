@@ -159,11 +159,14 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        keep_logprobs: bool = True,
     ) -> list[CallResult]:
         """Run requests concurrently (within the endpoint's bound); results in request order.
 
         `progress` shows a tqdm bar with calls, cache hits, errors and spend; `on_result(index,
-        result)` is called as each finishes.
+        result)` is called as each finishes. With `keep_logprobs=False` the results returned
+        hold no logprobs: a caller that reads them in `on_result` as each result arrives keeps
+        memory to what its tables need (every token's top logprobs dwarf the rest of a call).
         """
         requests = list(requests)
         results: list[CallResult | None] = [None] * len(requests)
@@ -175,7 +178,6 @@ class LLMClient:
             # Workers draw from one iterator, so a batch of millions holds only a few tasks.
             for index, request in todo:
                 result = await self.request(request)
-                results[index] = result
                 tally["cached"] += result.cached
                 tally["errors"] += not result.ok
                 tally["usd"] += result.cost_usd or 0.0
@@ -184,6 +186,9 @@ class LLMClient:
                     bar.set_postfix(tally, refresh=False)
                 if on_result is not None:
                     on_result(index, result)
+                if not keep_logprobs:
+                    result = replace(result, logprobs=[None] * len(result.logprobs))
+                results[index] = result
 
         try:
             workers = min(self.endpoint.max_concurrency, len(requests))
@@ -213,12 +218,15 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        keep_logprobs: bool = True,
     ) -> list[CallResult]:
         """`gather` from synchronous code: results in request order, failures as error results."""
 
         async def batch() -> list[CallResult]:
             try:
-                return await self.gather(requests, progress=progress, on_result=on_result)
+                return await self.gather(
+                    requests, progress=progress, on_result=on_result, keep_logprobs=keep_logprobs
+                )
             finally:
                 await self.aclose()
 

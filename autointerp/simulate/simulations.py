@@ -145,22 +145,23 @@ def simulate(
         raise InputError(f"simulator {profile.name!r} calls an LLM: it needs a client")
     client.check_serves(profile.model, profile.base_url)
     requests = [
-        _request(profile.method, explanation, excerpt, profile.few_shot)
+        simulation_request(profile.method, explanation, excerpt, profile.few_shot)
         for explanation, excerpt in zip(explanation_texts, tokens, strict=True)
     ]
+    outcomes: list[Outcome | None] = [None] * total
     done = 0
 
-    def tick(_: int, __: CallResult) -> None:
+    def read(index: int, result: CallResult) -> None:
+        """Each reply is read as it arrives; its logprobs are then let go (see run_all)."""
         nonlocal done
+        outcomes[index] = _outcome(requests[index], result, profile.max_missing_share)
         done += 1
         if progress is not None:
             progress(done, total)
 
-    results = client.run_all([_llm_request(r) for r in requests], on_result=tick)
-    outcomes = [
-        _outcome(request, result, profile.max_missing_share)
-        for request, result in zip(requests, results, strict=True)
-    ]
+    results = client.run_all(
+        [_llm_request(r) for r in requests], on_result=read, keep_logprobs=False
+    )
     return _frame(pairs, profile, outcomes, [[r.call_id] for r in results]), results
 
 
@@ -198,7 +199,7 @@ def _outcome(request: SimulationRequest, result: CallResult, max_missing: float)
     return outcome
 
 
-def _request(
+def simulation_request(
     method: str, explanation: str, tokens: Sequence[str], few_shot: str
 ) -> SimulationRequest:
     if method == ALL_AT_ONCE:

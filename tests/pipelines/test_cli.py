@@ -12,6 +12,7 @@ from autointerp.config.settings import load_settings
 from autointerp.storage.delta import commit_history, read_table
 from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
+from pipelines.run_plan import layer_runs
 from tests.conftest import write_config, write_text_corpus
 
 
@@ -50,7 +51,8 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert len(instance.get_runs()) == 3  # corpus; layers 0-1; the summaries
+        # The corpus; the capture of layers 0-1 (one pass); each layer's other steps; summaries.
+        assert len(instance.get_runs()) == 5
         event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
         metadata = event.asset_materialization.metadata
         assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128
@@ -74,6 +76,23 @@ def test_layer_parsing():
         ("0", "2"),
         ("7", "7"),
         ("9", "10"),
+    ]
+
+
+def test_a_range_of_layers_runs_one_layer_per_run_but_the_capture():
+    """Memory stays flat in the layers: a run holds one layer's rows, but for the capture, whose
+    one forward pass serves every layer of the range and keeps only the records."""
+    order = [str(layer) for layer in range(30)]
+    names = ["neuron_records", "top_k_excerpts", "explanations", "scores"]
+    runs = layer_runs(names, ("3", "5"), order)
+    assert runs == [
+        (["neuron_records"], ("3", "5")),
+        (["top_k_excerpts", "explanations", "scores"], ("3", "3")),
+        (["top_k_excerpts", "explanations", "scores"], ("4", "4")),
+        (["top_k_excerpts", "explanations", "scores"], ("5", "5")),
+    ]
+    assert layer_runs(["scores"], ("0", "29"), order) == [
+        (["scores"], (layer, layer)) for layer in order
     ]
 
 

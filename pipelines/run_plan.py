@@ -1,0 +1,30 @@
+"""How a range of layers becomes Dagster runs, so that memory stays flat in the layers.
+
+A step of a layer-partitioned asset reads its inputs and writes its output as whole frames of
+every layer its run covers, so a run over 30 layers holds 30 layers' rows at once. Every step
+therefore runs one layer per run, but the capture: there one forward pass over the corpus serves
+every layer of the range, and its memory is what it keeps (the records), not the corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Steps that serve every layer of a range from one pass over the corpus.
+ONE_PASS = frozenset({"neuron_records"})
+
+Range = tuple[str, str]
+
+
+def layer_runs(
+    names: Sequence[str], layers: Range, order: Sequence[str]
+) -> list[tuple[list[str], Range]]:
+    """(asset names, layer range) per run, in order: the one-pass steps over the whole range
+    first, then the other steps one layer at a time."""
+    low, high = order.index(layers[0]), order.index(layers[1])
+    once = [name for name in names if name in ONE_PASS]
+    rest = [name for name in names if name not in ONE_PASS]
+    runs = [(once, layers)] if once else []
+    if rest:
+        runs += [(rest, (layer, layer)) for layer in order[low : high + 1]]
+    return runs

@@ -17,7 +17,7 @@ from autointerp.safe_text import printable
 from autointerp.storage.delta import read_table
 from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
-from pipelines.run_plan import layer_runs
+from pipelines.run_plan import layer_runs, release_memory
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -141,6 +141,7 @@ class Materializer:
                 f"autointerp: run {result.run_id} failed: {'; '.join(errors)} (full trace in "
                 f"{log}, and on the run's page in the UI)"
             )
+        release_memory()
         names = ", ".join(key.path[-1] for key in keys)
         where = ""
         if partitions:

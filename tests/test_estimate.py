@@ -141,3 +141,9 @@ def test_the_estimate_counts_the_calls_of_a_real_run(counted_run, capsys):
     out = capsys.readouterr().out
     assert f"total: {result.calls:,} calls" in out
     assert f"{result.calls / 60 / 60:,.1f} hours at 60 requests/min" in out
+    # Every neuron, counted without loading the model, at a token rate limit too.
+    main(["estimate", "--neuron-sample", "all", "--neurons-per-layer", "64"])
+    out = capsys.readouterr().out
+    assert "2 layers x 64 neurons" in out and " 128 " in out  # explain: one call per neuron
+    main(["estimate", "--tokens-per-minute", "1000"])
+    assert "hours at 500 requests/min, 1000 tokens/min" in capsys.readouterr().out

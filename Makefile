@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # seeded sample of 1,000 excerpts, in minutes on 2 cores; `--layers all` runs all 30 layers.
 DEMO_ARGS ?= --layers 0-5 --excerpts 1000
 
-.PHONY: setup browser demo test lint ui bench clean
+.PHONY: setup browser demo test lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: lint browser
 
 ui: setup
 	$(BIN)/autointerp ui
+
+# The neuron viewer on http://127.0.0.1:8765 (VIEW_ARGS: e.g. --model NAME --port N).
+view: setup
+	$(BIN)/autointerp view $(VIEW_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks

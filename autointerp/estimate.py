@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from autointerp.activations.data_model import ActivationRecord, NeuronId
+from autointerp.activations.data_model import N_BANDS, ActivationRecord, NeuronId
 from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
-from autointerp.activations.neuron_records import N_BANDS
 from autointerp.activations.sampling import select_neurons
 from autointerp.activations.splits import SCORING_SPLITS, split_records
 from autointerp.config.profiles import ExplainerProfile, SimulatorProfile

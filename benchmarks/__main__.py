@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring
+from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, viewer
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "lineage": lineage.main,
     "refresh": refresh.main,
     "revisions": revisions.main,
+    "viewer": viewer.main,
 }
 
 if __name__ == "__main__":

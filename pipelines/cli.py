@@ -19,6 +19,8 @@ from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
 from pipelines.run_plan import layer_runs, release_memory
 
+# Where `autointerp view` serves by default: loopback only.
+VIEW_HOST, VIEW_PORT = "127.0.0.1", 8765
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -229,7 +231,11 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
             print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
-    print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
+    print(
+        f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
+        f"http://{VIEW_HOST}:{VIEW_PORT}/m/{model.name}"
+    )
+    print("Runs and assets: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 
 
 def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
@@ -369,6 +375,38 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
 
 
+def command_view(args: argparse.Namespace, settings: Settings) -> None:
+    """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
+    from autointerp.viewer.pages import Site
+
+    model = settings.model(args.model)
+    if args.layers and not args.export:
+        raise InputError("--layers chooses what --export writes; the server shows every layer")
+    if args.export:
+        from autointerp.viewer.export import export_site
+
+        layers = parse_layers(args.layers, model) if args.layers else None
+        site = Site(settings, whole_layers=True)
+        done = export_site(site, model.name, Path(args.export), layers)
+        print(
+            f"wrote {done.pages} pages ({done.bytes / 1e6:.1f} MB) of {model.name}, layers "
+            f"{', '.join(map(str, done.layers))}, to {done.folder}; open "
+            f"{(done.folder / 'index.html').resolve()}"
+        )
+        return
+    from autointerp.viewer.web import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"autointerp view: serving on {args.host}, beyond this machine; the viewer has no "
+            "authentication",
+            file=sys.stderr,
+        )
+    print(f"autointerp view: http://{args.host}:{args.port}/m/{model.name}  (Ctrl-C stops)")
+    sys.stdout.flush()
+    serve(Site(settings), args.host, args.port, default_model=model.name)
+
+
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
     from autointerp.config.settings import PROJECT_ROOT
@@ -421,6 +459,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+
+    view = sub.add_parser(
+        "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
+    )
+    view.add_argument("--model", help="the model to open (default: the config's default)")
+    view.add_argument("--host", default=VIEW_HOST, help="default: loopback only")
+    view.add_argument("--port", type=int, default=VIEW_PORT)
+    view.add_argument("--export", metavar="DIR", help="write a static copy to DIR instead")
+    view.add_argument(
+        "--layers", help="with --export: '0,5,29', '0-29' or 'all' (default: every layer run)"
+    )
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -442,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_estimate(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+
+        elif args.command == "view":
+            command_view(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except SystemExit:

@@ -68,6 +68,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             partition_column=column,
             partitions=partitions,
             replace_within=_replace_within(context.definition_metadata),
+            row_group_rows=_row_group_rows(context.definition_metadata),
             commit_metadata={
                 "dagster_run_id": context.run_id,
                 "dagster_asset_key": context.asset_key.to_user_string(),
@@ -155,6 +156,13 @@ def _metadata(metadata: Mapping[str, Any], name: str) -> str | None:
     # Definition metadata may arrive raw or wrapped in a MetadataValue.
     value = getattr(value, "value", value)
     return None if value is None else str(value)
+
+
+def _row_group_rows(metadata: Mapping[str, Any]) -> int:
+    """Definition metadata `row_group_rows`: rows per Parquet row group (a table whose rows are
+    heavy asks for fewer, so a read of one neuron decodes little)."""
+    value = metadata.get("row_group_rows", delta.ROW_GROUP_ROWS)
+    return int(getattr(value, "value", value))
 
 
 def _replace_within(metadata: Mapping[str, Any]) -> dict[str, list[str]] | None:

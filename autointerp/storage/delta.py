@@ -37,8 +37,9 @@ COMMIT_ATTEMPTS = 8
 REPLACED_KEY = "autointerp_replaced"
 
 # Row groups small enough that a read of one neuron (rows are written sorted by neuron) skips
-# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536.
-WRITER = WriterProperties(max_row_group_size=4096)
+# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536. A table with
+# one heavy row per neuron (neuron_records) asks for fewer rows per group.
+ROW_GROUP_ROWS = 4096
 
 
 class TableNotMaterializedError(InputError):
@@ -54,6 +55,7 @@ def write_partitions(
     commit_metadata: Mapping[str, str],
     replace_within: Mapping[str, Sequence[str]] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> int:
     """Write `frame` in one commit and return the Delta version it created.
 
@@ -80,7 +82,7 @@ def write_partitions(
                 commit_properties=CommitProperties(
                     custom_metadata={**commit_metadata, REPLACED_KEY: json.dumps(replaced)}
                 ),
-                writer_properties=WRITER,
+                writer_properties=WriterProperties(max_row_group_size=row_group_rows),
                 **layout,
             )
         except (CommitFailedError, DeltaError) as error:

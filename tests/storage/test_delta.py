@@ -139,6 +139,31 @@ def test_commit_metadata_is_in_the_history(uri):
     assert len(commit_history(uri, limit=1)) == 1
 
 
+def row_groups(folder: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    [file] = folder.glob("*.parquet")
+    metadata = pq.ParquetFile(file).metadata
+    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+
+def test_row_groups_hold_as_many_rows_as_asked(uri):
+    # Heavy rows (neuron_records) ask for small groups, so a read of one neuron decodes little.
+    write(uri, layer_frame(0, rows=100), [0])
+    write_partitions(
+        uri,
+        layer_frame(1, rows=100),
+        partition_column="layer",
+        partitions=[1],
+        commit_metadata={},
+        row_group_rows=32,
+    )
+    assert row_groups(Path(uri) / "layer=0") == [100]
+    assert row_groups(Path(uri) / "layer=1") == [32, 32, 32, 4]
+    one = read_table(uri, partition_column="layer", partitions=[1], where=pl.col("neuron") == 70)
+    assert one["neuron"].to_list() == [70]
+
+
 def test_time_travel_reads_an_earlier_version(uri):
     write(uri, layer_frame(0, rows=3), [0])
     write(uri, layer_frame(0, rows=1), [0])

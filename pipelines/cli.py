@@ -117,6 +117,8 @@ class Materializer:
     def _run(self, keys: list, partitions: tuple[str, str] | None, config) -> None:
         import dagster as dg
 
+        from resources.subject_models import release as release_subject_models
+
         tags = {}
         if partitions:
             tags = {
@@ -143,6 +145,7 @@ class Materializer:
                 f"autointerp: run {result.run_id} failed: {'; '.join(errors)} (full trace in "
                 f"{log}, and on the run's page in the UI)"
             )
+        release_subject_models()
         release_memory()
         names = ", ".join(key.path[-1] for key in keys)
         where = ""

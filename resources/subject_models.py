@@ -1,4 +1,4 @@
-"""The subject models: loaded once per process, from configuration, never from a hub by default."""
+"""The subject models: loaded once per run, from configuration, never from a hub by default."""
 
 import functools
 from pathlib import Path
@@ -22,9 +22,17 @@ class SubjectModels(dg.ConfigurableResource):
 @functools.cache
 def _load(spec: ModelSpec, home: str, allow_hub: bool) -> SubjectModel:
     # Loading takes seconds (minutes for a first GGUF conversion): every asset of a run shares one.
+    # The CLI drops it between runs (`release`): most runs never need it.
     return load_subject_model(
         spec,
         cache_dir=Path(home) / "models",
         downloads=Path(home) / "downloads",
         allow_hub=allow_hub,
     )
+
+
+def release() -> None:
+    """Forget every loaded model, so that a process running one run after another holds a model
+    (hundreds of MB) only during the runs that use it; the next one to need it loads it again
+    from the converted folder in about a second."""
+    _load.cache_clear()

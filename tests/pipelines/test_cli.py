@@ -13,6 +13,7 @@ from autointerp.storage.delta import commit_history, read_table
 from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
 from pipelines.run_plan import layer_runs
+from resources import subject_models
 from tests.conftest import write_config, write_text_corpus
 
 
@@ -56,6 +57,8 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
         event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
         metadata = event.asset_materialization.metadata
         assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128
+    # The model the corpus and the capture loaded is not held once their runs are done.
+    assert subject_models._load.cache_info().currsize == 0
 
     # A later run of one layer leaves the other's files byte-identical.
     layer0 = files_of(home / "delta/tiny/neuron_records/layer=0")

@@ -54,6 +54,9 @@ def neuron_records_asset(
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
+        # Writing the records peaks at several times their size: the model is not held meanwhile.
+        del subject
+        subject_models.release()
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
         return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
 

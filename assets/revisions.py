@@ -154,6 +154,7 @@ def round_assets(
             candidates=candidates,
             spec=spec,
         )
+        subject_models.release()  # the revision and its write need no model
         revised, revise_calls = revise_round(
             round_number,
             current,

@@ -1,6 +1,7 @@
-"""The subject models: loaded once per run, from configuration, never from a hub by default."""
+"""Subject models, loaded when a step needs one: from configuration, never from a hub by default."""
 
 import functools
+import gc
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,10 @@ class SubjectModels(dg.ConfigurableResource):
 
     def load(self, spec: ModelSpec) -> SubjectModel:
         return _load(spec, self.home, self.allow_hub)
+
+    def release(self) -> None:
+        """Forget every loaded model (see `release`)."""
+        release()
 
 
 @functools.cache
@@ -36,3 +41,4 @@ def release() -> None:
     (hundreds of MB) only during the runs that use it; the next one to need it loads it again
     from the converted folder in about a second."""
     _load.cache_clear()
+    gc.collect()  # a module's hooks and parameters may sit in reference cycles

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from autointerp.config.settings import load_settings
+from autointerp.storage import delta
 from autointerp.storage.delta import commit_history, read_table
 from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
@@ -24,7 +25,15 @@ def files_of(folder: Path) -> dict[str, str]:
     }
 
 
-def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
+def test_run_materializes_into_the_shared_instance(tiny_env, capsys, monkeypatch):
+    models_held = {}  # table -> models loaded while it was written
+    write = delta.write_partitions
+
+    def counting_write(uri, frame, **options):
+        models_held[uri.rsplit("/", 1)[-1]] = subject_models._load.cache_info().currsize
+        return write(uri, frame, **options)
+
+    monkeypatch.setattr(delta, "write_partitions", counting_write)
     main(["run", "--layers", "0-1", "--excerpts", "60"])
     out = capsys.readouterr().out
     assert "neuron records per layer" in out and "explanation scores per layer" in out
@@ -57,7 +66,9 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
         event = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "neuron_records"]))
         metadata = event.asset_materialization.metadata
         assert metadata["delta_version"].value >= 0 and metadata["row_count"].value == 128
-    # The model the corpus and the capture loaded is not held once their runs are done.
+    # The model is held neither while the records are written (several times their size at
+    # the peak) nor once the runs that loaded it are done.
+    assert models_held["neuron_records"] == 0
     assert subject_models._load.cache_info().currsize == 0
 
     # A later run of one layer leaves the other's files byte-identical.

@@ -6,7 +6,19 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, viewer
+from benchmarks import (
+    capture,
+    interchange,
+    lineage,
+    llm,
+    memory,
+    refresh,
+    revisions,
+    scoring,
+    simulator_methods,
+    storage,
+    viewer,
+)
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -16,7 +28,10 @@ BENCHMARKS = {
     "lineage": lineage.main,
     "refresh": refresh.main,
     "revisions": revisions.main,
+    "interchange": interchange.main,
+    "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
+    "storage": storage.main,
 }
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import polars as pl
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
 from autointerp.safe_text import printable
-from autointerp.storage.delta import read_table
+from autointerp.storage.delta import read_table, table_version
 from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
 from pipelines.run_plan import layer_runs, release_memory
@@ -79,6 +79,16 @@ def _environment(settings: Settings) -> None:
     config = dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
+
+
+def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:
+    """A warning per table whose `errors` metadata counts failed rows."""
+    return [
+        f"autointerp: warning: {count} rows of {name}{where} failed (their error column says "
+        "why; score_summary's dropped and dropped_why count the neurons left out)"
+        for name, count in errors.items()
+        if count
+    ]
 
 
 class Materializer:
@@ -153,6 +163,16 @@ class Materializer:
             low, high = partitions
             where = f" layer {low}" if low == high else f" layers {low}-{high}"
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
+        # Rows that failed (within max_error_fraction) are said, never dropped in silence.
+        written = [
+            (m.asset_key.path[-1], m.metadata.get("errors"))
+            for m in (
+                e.event_specific_data.materialization
+                for e in result.get_asset_materialization_events()
+            )
+        ]
+        for line in failed_rows({name: e.value for name, e in written if e is not None}, where):
+            print(line, file=sys.stderr)
 
     def corpus_config(self, max_excerpts: int | None) -> dict:
         op = f"{self.model.key_prefix}__corpus"
@@ -160,22 +180,41 @@ class Materializer:
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.revisions import revisions_skipped
+
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
     materialize = Materializer(settings, model)
-    materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
-    rounds = range(1, settings.revisions.rounds + 1)
-    per_layer = LAYER_ASSETS + [
-        f"{name}_r{k}"
-        for k in rounds
-        for name in ("counterexamples", "revised_explanations", "revision_calls")
-    ]
+    if model.imported:
+        if args.excerpts is not None:
+            raise InputError(
+                f"--excerpts samples a corpus, and {model.name} is imported: its excerpts are "
+                "its dataset's records (sample neurons with neuron_sample in its [models] section)"
+            )
+        # Imported per layer, in the run of the layer: records, their corpus, the explanations.
+        imported = ["corpus", "imported_explanations"]
+    else:
+        materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+        imported = []
+    skipped = revisions_skipped(settings, model)
+    if skipped:
+        print(f"note: {skipped}", file=sys.stderr)
+    rounds = range(1, 0 if skipped else settings.revisions.rounds + 1)
+    per_layer = (
+        imported
+        + LAYER_ASSETS
+        + [
+            f"{name}_r{k}"
+            for k in rounds
+            for name in ("counterexamples", "revised_explanations", "revision_calls")
+        ]
+    )
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in per_layer], low_high)
     summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
     materialize([materialize.key(name) for name in summaries])
-    print_summary(settings, model, layers)
+    print_summary(settings, model, layers, revisions=bool(rounds))
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
@@ -187,10 +226,11 @@ def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
     corpus_excerpts = _last_corpus_size(materialize)
 
     def run(keys: list, partitions: tuple[str, str] | None) -> None:
-        # A stale corpus is rebuilt with the sample size it last had, not the whole source.
+        # A stale corpus is rebuilt with the sample size it last had, not the whole source;
+        # an imported model's comes with its records and takes no sample size.
         config = (
             materialize.corpus_config(corpus_excerpts)
-            if materialize.key("corpus") in keys
+            if materialize.key("corpus") in keys and not model.imported
             else None
         )
         materialize(keys, partitions, config)
@@ -207,7 +247,9 @@ def _last_corpus_size(materialize: Materializer) -> int | None:
     return value.value if value is not None and isinstance(value.value, int) else None
 
 
-def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
+def print_summary(
+    settings: Settings, model: ModelSpec, layers: Sequence[int], *, revisions: bool
+) -> None:
     from autointerp.activations.neuron_records import records_summary
 
     def read(table: str, **options) -> pl.DataFrame:
@@ -224,15 +266,34 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
     summary = read("score_summary").filter(pl.col("layer").is_in(list(layers)))
+    # Rows of profiles not active now (or edited since) stay in the table, but are not shown
+    # beside the current ones as if comparable: another corpus or prompt may lie behind them.
+    profiles = settings.for_model(model).profiles  # an imported model's own profiles included
+
+    def active(role: str, names: list[str]) -> pl.Expr:
+        hashes = [getattr(profiles, role)(name).hash for name in names]
+        hash_ = pl.col(f"{role}_hash")  # null on a row of neurons that were all dropped
+        return pl.col(role).is_in(names) & (hash_.is_in(hashes) | hash_.is_null())
+
+    current = active("explainer", profiles.active_explainers) & active(
+        "simulator", profiles.active_simulators
+    )
+    others = summary.filter(~current).height
+    summary = summary.filter(current)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
-        if settings.revisions.rounds:
-            revisions = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
+        if others:
+            print(
+                f"({others} rows of profiles not active now, or edited since, are not shown: "
+                "the score_summary table keeps them)"
+            )
+        if revisions:
+            rounds = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
-            print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
+            print(rounds.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
     print(
         f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
@@ -252,7 +313,7 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
     where = (settings.model_root(model), args.layer, args.neuron)
     options = {"storage_options": settings.storage.storage_options}
     lineage = score_lineage(*where, args.explainer, **options)
-    rounds = revision_history(*where, **options)
+    rounds = revision_history(*where, args.explainer, **options)
     if args.json:
         print(json.dumps({**to_json(lineage), "revisions": revisions_json(rounds)}, indent=2))
     else:
@@ -309,6 +370,86 @@ def command_estimate(args: argparse.Namespace, settings: Settings) -> None:
         neuron_sample=args.neuron_sample,
     )
     print(format_estimate(result, args.rate_limit, args.tokens_per_minute))
+
+
+def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
+    """Records, explanations and scored simulations in OpenAI's published layout."""
+    from autointerp.interchange.dataset import model_source
+    from autointerp.interchange.exporting import (
+        EXPORTED_SET,
+        EXPORTED_SPLIT,
+        READ,
+        export_openai,
+        read_layer,
+    )
+
+    model = settings.model(args.model)
+    layers = parse_layers(args.layers, model)
+    profiles = settings.for_model(model).profiles
+    explainer = args.explainer or profiles.active_explainers[0]
+    simulator = args.simulator or profiles.active_simulators[0]
+    root, options = settings.model_root(model), settings.storage.storage_options
+    versions = _table_versions(root, [*READ, "corpus"], options, model)
+    manifest = {
+        "format": "OpenAI neuron-explainer: collated-activations/, explanations/",
+        "model": model.name,
+        "model_source": model_source(model),
+        "explainer": explainer,
+        "simulator": simulator,
+        "scores": f"{EXPORTED_SPLIT} split, {EXPORTED_SET}, as stored in the scores table",
+        "expected_activations": "the simulator's 0-10 values, uncalibrated; null where none",
+        "tables": {"root": root, "versions": versions},
+    }
+    written = export_openai(
+        Path(args.out),
+        layers,
+        lambda layer: read_layer(root, layer, explainer, simulator, versions, options),
+        manifest,
+    )
+    for layer, counts in written["layers"].items():
+        print(
+            f"layer {layer}: {counts['neurons']} neuron records, {counts['explained']} "
+            "explanation files"
+        )
+    print(f"written: {Path(args.out).resolve()}")
+
+
+def command_export_dataset(args: argparse.Namespace, settings: Settings) -> None:
+    """Every table of the model as Parquet, with a dataset card."""
+    from assets import model_assets
+    from autointerp.interchange.dataset import export_dataset
+
+    model = settings.model(args.model)
+    root, options = settings.model_root(model), settings.storage.storage_options
+    names = [key.path[-1] for asset in model_assets(settings, model) for key in asset.keys]
+    tables = [name for name in names if table_version(f"{root}/{name}", options) is not None]
+    _table_versions(root, ["neuron_records", "scores"], options, model)  # the least worth sharing
+    metadata = export_dataset(
+        Path(args.out),
+        root,
+        tables,
+        model=model,
+        corpus=None if model.imported else settings.corpus,
+        profiles=settings.for_model(model).profiles,
+        storage_options=options,
+    )
+    for table in metadata["tables"]:
+        print(f"{table['name']}: {table['rows']:,} rows (Delta version {table['version']})")
+    print(f"written: {Path(args.out).resolve()} (README.md is the dataset card)")
+
+
+def _table_versions(
+    root: str, tables: Sequence[str], options: dict[str, str], model: ModelSpec
+) -> dict[str, int]:
+    """Each table's latest version, pinned for a whole export; an error names the missing."""
+    versions = {name: table_version(f"{root}/{name}", options) for name in tables}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise InputError(
+            f"{model.name} has no {', '.join(missing)} table yet: materialize it first "
+            f"(autointerp run --model {model.name})"
+        )
+    return {name: int(version) for name, version in versions.items() if version is not None}
 
 
 def command_repair(args: argparse.Namespace, settings: Settings) -> None:
@@ -376,6 +517,15 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
         else ""
     )
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
+
+
+def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    """Compact and vacuum the model's tables, keeping the versions lineage reads."""
+    from pipelines.maintenance import maintain_model
+
+    model = settings.model(args.model)
+    for report in maintain_model(settings, model, args.retention_hours):
+        print(printable(report.line(), keep_lines=False))
 
 
 def command_view(args: argparse.Namespace, settings: Settings) -> None:
@@ -458,10 +608,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     cost.add_argument(
         "--neurons-per-layer", type=int, help="instead of loading the model to count them"
     )
+    export = sub.add_parser("export", help="write a model's results in a shareable format")
+    formats = export.add_subparsers(dest="format", required=True)
+    openai = formats.add_parser(
+        "openai", help="records, explanations and scored simulations in OpenAI's published layout"
+    )
+    openai.add_argument("--model", help="a model declared in autointerp.toml")
+    openai.add_argument("--layers", help="'0,5,29', '0-29' or 'all' (default: all)")
+    openai.add_argument("--out", required=True, help="a new folder to write")
+    openai.add_argument("--explainer", help="the explainer profile (default: the first active)")
+    openai.add_argument("--simulator", help="the simulator profile (default: the first active)")
+    dataset = formats.add_parser("dataset", help="the tables as Parquet with a dataset card")
+    dataset.add_argument("--model", help="a model declared in autointerp.toml")
+    dataset.add_argument("--out", required=True, help="a new folder to write")
     repair = sub.add_parser(
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain = sub.add_parser(
+        "maintain", help="compact and vacuum a model's tables, keeping what lineage reads"
+    )
+    maintain.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
 
     view = sub.add_parser(
         "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
@@ -492,8 +664,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_compare(args, settings)
         elif args.command == "estimate":
             command_estimate(args, settings)
+        elif args.command == "export" and args.format == "openai":
+            command_export_openai(args, settings)
+        elif args.command == "export":
+            command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+        elif args.command == "maintain":
+            if args.retention_hours is not None and args.retention_hours < 0:
+                raise InputError("--retention-hours must be at least 0")
+            command_maintain(args, settings)
 
         elif args.command == "view":
             command_view(args, settings)

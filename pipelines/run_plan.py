@@ -13,8 +13,9 @@ import ctypes
 import gc
 from collections.abc import Sequence
 
-# Steps that serve every layer of a range from one pass over the corpus.
-ONE_PASS = frozenset({"neuron_records"})
+# Steps that serve every layer of a range from one pass over the corpus, and an imported model's
+# import (its records, their corpus and its explanations: one multi-asset, whole or not at all).
+ONE_PASS = frozenset({"neuron_records", "corpus", "imported_explanations"})
 
 Range = tuple[str, str]
 

@@ -20,7 +20,7 @@ import polars as pl
 from autointerp.activations.data_model import ActivationRecord, NeuronId
 from autointerp.activations.excerpts import neurons_of, records_by_neuron
 from autointerp.activations.sampling import select_neurons
-from autointerp.config.profiles import ExplainerProfile
+from autointerp.config.profiles import IMPORTED, ExplainerProfile
 from autointerp.errors import InputError
 from autointerp.explain.baseline import explain_by_token_statistics
 from autointerp.explain.explainer_prompt import (
@@ -31,6 +31,7 @@ from autointerp.explain.explainer_prompt import (
 )
 from autointerp.explain.prompt_format import ResponseParseError, parse_explanation
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.progress import Progress
 from autointerp.storage.schemas import EXPLANATIONS_SCHEMA
@@ -85,6 +86,11 @@ def explain(
     writes one sample per neuron; an LLM profile asks for `n`, and a neuron whose call or prompt
     failed gets `n` error rows, so that every (neuron, sample) appears once.
     """
+    if profile.kind == IMPORTED:
+        raise InputError(
+            f"explainer {profile.name!r} is imported: its explanations are its dataset's "
+            "(autointerp.interchange.imported), never written here"
+        )
     neurons = select_neurons(neurons_of(excerpts), profile.neuron_sample)
     train = records_by_neuron(excerpts, split="train", kind="top")
     explainer = {"explainer": profile.name, "explainer_hash": profile.hash}  # hashed once
@@ -129,9 +135,14 @@ def explain(
         "temperature": profile.temperature,
         "top_p": profile.top_p,
     }
+    llm_requests = [LLMRequest.chat(request.messages, **params) for _, request in prompts]
+    if progress is not None:
+        progress(
+            done, len(neurons)
+        )  # starts the clock: a stage waiting on its first call reports so
+    probe(client, llm_requests)
     results = client.run_all(
-        [LLMRequest.chat(request.messages, **params) for _, request in prompts],
-        on_result=lambda _, __: tick(),
+        llm_requests, on_result=lambda _, __: tick(), label=f"explanations by {profile.name}"
     )
     for (neuron, request), result in zip(prompts, results, strict=True):
         common = {"prompt_hash": request.prompt_hash, "call_ids": [result.call_id]}

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from autointerp.activations.splits import SCORING_SPLITS
-from autointerp.config.profiles import SimulatorProfile
+from autointerp.config.profiles import IMPORTED, SimulatorProfile
 from autointerp.errors import AutointerpError, InputError
 from autointerp.explain.prompt_format import ResponseParseError
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import Need, probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.llm.responses import CompletionLogprobs
 from autointerp.progress import Progress
@@ -52,6 +53,8 @@ from autointerp.simulate.simulator_prompt import (
 from autointerp.storage.schemas import SIMULATIONS_SCHEMA
 
 _EXPLANATION_KEYS = ("layer", "neuron", "explainer", "explainer_hash", "sample")
+# What each method needs of the server, checked by one probe call before the stage's calls.
+_NEEDS: dict[str, Need] = {ALL_AT_ONCE: "prompt_logprobs", CHAT_LOGPROBS: "chat_logprobs"}
 
 
 def scoring_pairs(explanations: pl.DataFrame, excerpts: pl.DataFrame) -> pl.DataFrame:
@@ -124,6 +127,11 @@ def simulate(
     """Simulate every usable explanation on its neuron's scoring excerpts (a neuron_excerpts
     frame). Returns the `simulations` table (SIMULATIONS_SCHEMA) and the LLM calls made (empty
     for the baseline)."""
+    if profile.kind == IMPORTED:
+        raise InputError(
+            f"simulator {profile.name!r} is imported: it simulates nothing, its simulations are "
+            "its dataset's (autointerp.interchange.imported)"
+        )
     pairs = scoring_pairs(explanations, excerpts)
     explanation_texts = pairs["explanation"].to_list()
     tokens = pairs["tokens"].to_list()
@@ -159,8 +167,15 @@ def simulate(
         if progress is not None:
             progress(done, total)
 
+    llm_requests = [_llm_request(r) for r in requests]
+    if progress is not None:
+        progress(0, total)  # starts the clock: a stage waiting on its first call reports so
+    probe(client, llm_requests, needs=_NEEDS.get(profile.method))
     results = client.run_all(
-        [_llm_request(r) for r in requests], on_result=read, keep_logprobs=False
+        llm_requests,
+        on_result=read,
+        keep_logprobs=False,
+        label=f"simulations by {profile.name}",
     )
     return _frame(pairs, profile, outcomes, [[r.call_id] for r in results]), results
 
@@ -170,7 +185,8 @@ def _outcome(request: SimulationRequest, result: CallResult, max_missing: float)
     be read, or more than `max_missing` of the tokens went unanswered."""
     if not result.ok:
         return Outcome(expected=None, method=request.method, error=result.error)
-    truncated = "length" in result.finish_reasons
+    # An all-at-once reply stops at its one generated token by design: never "cut off".
+    truncated = request.method != ALL_AT_ONCE and "length" in result.finish_reasons
     try:
         method, simulation = _parse(request, result)
     except AutointerpError as err:

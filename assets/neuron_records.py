@@ -52,10 +52,13 @@ def _description(settings: Settings, model: ModelSpec) -> str:
     )
 
 
+SHARD_PREFIX = "neuron_records_shard_"
+
+
 def shard_names(settings: Settings) -> list[str]:
     """The names of the shard assets (none when the corpus is captured in one pass)."""
     shards = settings.execution.capture_shards
-    return [f"neuron_records_shard_{i}" for i in range(shards)] if shards > 1 else []
+    return [f"{SHARD_PREFIX}{i}" for i in range(shards)] if shards > 1 else []
 
 
 def neuron_records_assets(
@@ -102,6 +105,9 @@ def one_pass_asset(
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
+        # Writing the records peaks at several times their size: the model is not held meanwhile.
+        del subject
+        subject_models.release()
         frame = frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
         return table_output(context, frame, per_partition=records_metadata)
 
@@ -112,7 +118,7 @@ def shard_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, shard: Shard
 ) -> dg.AssetsDefinition:
     @dg.asset(
-        key=[model.key_prefix, f"neuron_records_shard_{shard.index}"],
+        key=[model.key_prefix, f"{SHARD_PREFIX}{shard.index}"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -141,6 +147,8 @@ def shard_asset(
             progress=ProgressLog(context.log.info, f"shard {shard.index}", "excerpts"),
         )
         frame = pl.concat([partial_frame(partial) for partial in partials])
+        del subject
+        subject_models.release()
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
         return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))
 

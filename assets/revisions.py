@@ -214,6 +214,7 @@ def round_assets(
             spec=spec,
             reviser=reviser,
         )
+        subject_models.release()  # the revision and its write need no model
         revised, revise_calls = revise_round(
             round_number,
             current,

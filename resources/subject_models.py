@@ -1,6 +1,7 @@
-"""The subject models: loaded once per process, from configuration, never from a hub by default."""
+"""Subject models, loaded when a step needs one: from configuration, never from a hub by default."""
 
 import functools
+import gc
 from pathlib import Path
 
 import dagster as dg
@@ -18,13 +19,26 @@ class SubjectModels(dg.ConfigurableResource):
     def load(self, spec: ModelSpec) -> SubjectModel:
         return _load(spec, self.home, self.allow_hub)
 
+    def release(self) -> None:
+        """Forget every loaded model (see `release`)."""
+        release()
+
 
 @functools.cache
 def _load(spec: ModelSpec, home: str, allow_hub: bool) -> SubjectModel:
     # Loading takes seconds (minutes for a first GGUF conversion): every asset of a run shares one.
+    # The CLI drops it between runs (`release`): most runs never need it.
     return load_subject_model(
         spec,
         cache_dir=Path(home) / "models",
         downloads=Path(home) / "downloads",
         allow_hub=allow_hub,
     )
+
+
+def release() -> None:
+    """Forget every loaded model, so that a process running one run after another holds a model
+    (hundreds of MB) only during the runs that use it; the next one to need it loads it again
+    from the converted folder in about a second."""
+    _load.cache_clear()
+    gc.collect()  # a module's hooks and parameters may sit in reference cycles

@@ -153,12 +153,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_computes_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16, AMX). Without it torch
+    emulates bfloat16 and a forward pass is several times slower than in float32 (measured 6x
+    on an AVX2-only CPU)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on the CPU (measured 2-5x faster than float32 there) and on a GPU that
-    supports it, float32 on one that does not; never float16, whose range overflows in models
-    such as Gemma."""
+    """`auto` is bfloat16 on a CPU that computes it natively (measured 2-5x faster than float32
+    there) and on a GPU that supports it, float32 elsewhere; never float16, whose range
+    overflows in models such as Gemma."""
     if name == "auto":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float32
+        if device.type == "cpu" and not cpu_computes_bfloat16():
             return torch.float32
         return torch.bfloat16
     if name not in DTYPES:

@@ -205,7 +205,11 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_resolve_dtype(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # On the CPU: bfloat16 where it computes it natively, else float32 (emulated bf16 is slow).
+    monkeypatch.setattr(subject_model, "cpu_computes_bfloat16", lambda: True)
     assert resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(subject_model, "cpu_computes_bfloat16", lambda: False)
+    assert resolve_dtype("auto", cpu) == torch.float32
     # On a GPU: bfloat16 where it is supported, else float32; never float16 (Gemma overflows).
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert resolve_dtype("auto", cuda) == torch.bfloat16
@@ -217,10 +221,13 @@ def test_resolve_dtype(monkeypatch) -> None:
         resolve_dtype("float64", cpu)
 
 
-def test_auto_dtype_loads_bfloat16_on_cpu(tiny_folders: dict[str, Path], tmp_path: Path) -> None:
+def test_auto_dtype_loads_what_the_cpu_computes_fastest(
+    tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
     subject = load(tiny_spec(tiny_folders["llama"], dtype="auto", device="auto"), tmp_path)
     if subject.device.type == "cpu":
-        assert subject.dtype == subject.model.dtype == torch.bfloat16
+        fastest = torch.bfloat16 if subject_model.cpu_computes_bfloat16() else torch.float32
+        assert subject.dtype == subject.model.dtype == fastest
 
 
 def test_tiny_models_are_deterministic(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def one_pass_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> dg.Output:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model)
+        subject = subject_models.load(model, through_layer=layers_run[-1])
         context.log.info(
             f"capturing layers {layers_run} of {model.name} over {corpus.height:,} excerpts "
             f"({subject.dtype}, {subject.device}, batch {model.batch_size})"
@@ -137,7 +137,7 @@ def shard_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> pl.DataFrame:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model)
+        subject = subject_models.load(model, through_layer=layers_run[-1])
         partials = capture_partials(
             subject,
             corpus,

@@ -207,7 +207,8 @@ def round_assets(
             excerpts,
             explainer,
             simulator,
-            subject_models.load(weights),
+            # Probing runs the model through the layers revised, no further.
+            subject_models.load(weights, through_layer=max(map(int, context.partition_keys))),
             explainer_client=explainer_client,
             simulator_client=simulator_client,
             candidates=candidates,

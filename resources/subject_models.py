@@ -16,8 +16,10 @@ class SubjectModels(dg.ConfigurableResource):
     home: str
     allow_hub: bool = False
 
-    def load(self, spec: ModelSpec) -> SubjectModel:
-        return _load(spec, self.home, self.allow_hub)
+    def load(self, spec: ModelSpec, through_layer: int | None = None) -> SubjectModel:
+        """`spec`'s model, built through `through_layer` only when given (the deepest layer
+        the step reads): see `load_subject_model`."""
+        return _load(spec, self.home, self.allow_hub, through_layer)
 
     def release(self) -> None:
         """Forget every loaded model (see `release`)."""
@@ -25,7 +27,7 @@ class SubjectModels(dg.ConfigurableResource):
 
 
 @functools.cache
-def _load(spec: ModelSpec, home: str, allow_hub: bool) -> SubjectModel:
+def _load(spec: ModelSpec, home: str, allow_hub: bool, through_layer: int | None) -> SubjectModel:
     # Loading takes seconds (minutes for a first GGUF conversion): every asset of a run shares one.
     # The CLI drops it between runs (`release`): most runs never need it.
     return load_subject_model(
@@ -33,6 +35,7 @@ def _load(spec: ModelSpec, home: str, allow_hub: bool) -> SubjectModel:
         cache_dir=Path(home) / "models",
         downloads=Path(home) / "downloads",
         allow_hub=allow_hub,
+        through_layer=through_layer,
     )
 
 

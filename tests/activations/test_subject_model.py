@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging.handlers
 import socket
 import subprocess
 import zipfile
@@ -14,6 +15,7 @@ import transformers
 from safetensors.torch import load_file
 
 from autointerp.activations import subject_model
+from autointerp.activations.capture import ActivationHooks
 from autointerp.activations.subject_model import (
     NEURON_PATHS,
     SubjectModel,
@@ -92,6 +94,48 @@ def test_neuron_module_is_the_mlp_output_projection(
         subject.model(**batch)
     hook.remove()
     assert seen == [torch.Size([2, batch["input_ids"].shape[1], INTERMEDIATE])]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_model_built_through_a_layer_gives_that_layers_activations(
+    architecture: str, tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = tiny_spec(tiny_folders[architecture])
+    full = load(spec, tmp_path)
+    reported = logging.handlers.BufferingHandler(capacity=1000)
+    logging.getLogger("transformers").addHandler(reported)
+    try:
+        shallow = load_subject_model(
+            spec,
+            cache_dir=tmp_path / "models",
+            downloads=tmp_path / "downloads",
+            allow_hub=False,
+            through_layer=0,
+        )
+    finally:
+        logging.getLogger("transformers").removeHandler(reported)
+    assert shallow.num_layers == 1 and full.num_layers == 2
+    # The blocks left out are left out on purpose: no report of their weights as unexpected.
+    assert not [r for r in reported.buffer if "UNEXPECTED" in r.getMessage()]
+    assert sum(p.numel() for p in shallow.model.parameters()) < sum(
+        p.numel() for p in full.model.parameters()
+    )
+    tokens = torch.tensor([[5, 9, 3, 7, 2, 11]])
+    seen = {}
+    for name, subject in (("full", full), ("shallow", shallow)):
+        with ActivationHooks(
+            subject, [0], lambda _layer, acts, n=name: seen.__setitem__(n, acts)
+        ) as hooks:
+            hooks.run(tokens)
+    torch.testing.assert_close(seen["shallow"], seen["full"])
+    with pytest.raises(InputError, match="out of range"):
+        load_subject_model(
+            spec,
+            cache_dir=tmp_path / "models",
+            downloads=tmp_path / "downloads",
+            allow_hub=False,
+            through_layer=2,
+        )
 
 
 def test_context_length_is_capped_by_the_model(

@@ -132,6 +132,13 @@ def test_a_range_of_layers_runs_one_layer_per_run_but_the_capture():
     # An imported model's import is one run over the range: a bad file of one layer writes none.
     imported = ["corpus", "imported_explanations", "neuron_records", "scores"]
     assert layer_runs(imported, ("3", "4"), order)[0] == (imported[:3], ("3", "4"))
+    # Shards are one pass each over the range; their merge reads one layer at a time.
+    sharded = ["neuron_records_shard_0", "neuron_records_shard_1", "neuron_records", "scores"]
+    assert layer_runs(sharded, ("3", "4"), order) == [
+        (sharded[:2], ("3", "4")),
+        (["neuron_records", "scores"], ("3", "3")),
+        (["neuron_records", "scores"], ("4", "4")),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,6 @@ every layer of the range, and its memory is what it keeps (the records), not the
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 from collections.abc import Sequence
 
 from assets.neuron_records import SHARD_PREFIX
@@ -44,12 +41,3 @@ def layer_runs(
     if rest:
         runs += [(rest, (layer, layer)) for layer in order[low : high + 1]]
     return runs
-
-
-def release_memory() -> None:
-    """Hand what a finished run freed back to the system before the next: glibc keeps freed
-    heap in per-thread arenas, so a process running one layer after another would otherwise
-    grow with the layers it has run."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): no trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -16,7 +16,7 @@ from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import AutointerpError
 from autointerp.safe_text import printable
 from pipelines.console import quiet_tracebacks
-from pipelines.run_plan import layer_runs, release_memory
+from pipelines.run_plan import layer_runs
 from resources.subject_models import release as release_subject_models
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
@@ -126,9 +126,8 @@ class Materializer:
                     tags=tags,
                     raise_on_error=False,
                 )
-        # The next run may not need the model, and glibc keeps what this one freed.
+        # The next run may not need the model, nor what this one freed.
         release_subject_models()
-        release_memory()
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)

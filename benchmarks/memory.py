@@ -43,6 +43,7 @@ def run(args: list[str]) -> dict:
     settings = default_settings()
     with tempfile.TemporaryDirectory(prefix="autointerp-memory-") as home:
         for shared in ("models", "downloads"):  # converted once, never per configuration
+            (settings.home / shared).mkdir(parents=True, exist_ok=True)
             os.symlink(settings.home / shared, Path(home) / shared)
         env = {**os.environ, "AUTOINTERP_HOME": home, "DAGSTER_HOME": f"{home}/dagster"}
         start = time.perf_counter()

@@ -23,6 +23,8 @@ from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "autointerp.toml"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# The MLP activations a study model can be trained with (autointerp.study.architecture).
+STUDY_ACTIVATIONS = ("gelu", "relu", "swiglu", "solu")
 # Roots that name an object store rather than a local folder.
 _URI_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "file://")
 
@@ -167,6 +169,74 @@ class SummarySpec(Versioned):
 
 
 @dataclass(frozen=True)
+class StudySpec(Versioned):
+    """The activation study: small causal LMs trained here on the corpus, alike in everything
+    (tokenizer, data order, seed, depth, width) but the MLP activation, each then explained as
+    a subject model of its own (`study-<activation>`) and compared with the others.
+
+    `mlp_width` is the ungated MLP's width; the gated (`swiglu`) MLP gets 2/3 of it, so that
+    every model holds the same parameters within 2%. `device` and `explain_excerpts` change how
+    the study runs, not what a model learns (up to floating point on another device).
+    """
+
+    activations: tuple[str, ...] = ("gelu", "relu", "swiglu", "solu")
+    # The model: the same for every activation.
+    vocab_size: int = 2048  # a byte-level BPE trained on the corpus
+    num_layers: int = 4
+    hidden_size: int = 128
+    num_heads: int = 4
+    mlp_width: int = 512
+    context_length: int = 128  # tokens per training window, and the models' position table
+    # Training.
+    heldout_fraction: float = 0.05  # of the windows, chosen by a seeded hash
+    steps: int = 400
+    batch_size: int = 32  # windows per step
+    learning_rate: float = 3e-3  # AdamW's peak, after a linear warm-up, cosine-decayed to 10%
+    warmup_steps: int = 50
+    weight_decay: float = 0.1  # on matrices, not on norms
+    eval_every: int = 25  # steps between points of the held-out loss curve
+    eval_windows: int = 64  # held-out windows behind each curve point (the final loss: all)
+    seed: int = 0  # initial weights and data order
+    min_margin: float = 1.0  # nats per token by which every model must beat the unigram loss
+    device: str = "auto"
+    explain_excerpts: int = 4000  # corpus excerpts each model is explained on (`autointerp study`)
+
+    OPERATIONAL = frozenset({"device", "explain_excerpts"})
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        """activation -> the subject model trained with it."""
+        return {activation: f"study-{activation}" for activation in self.activations}
+
+    def model_folder(self, home: Path, activation: str) -> Path:
+        return home / "models" / "study" / activation
+
+    def folder(self, home: Path) -> Path:
+        """Where the study keeps its tokenizer and figures."""
+        return home / "study"
+
+    def training_content(self) -> dict[str, object]:
+        """What a model's weights depend on: every setting but the list of activations (adding
+        one leaves the others trained) and the margin its check asks for."""
+        content = self.hash_content()
+        for name in ("activations", "min_margin"):
+            content.pop(name)
+        return content
+
+    def model_spec(self, home: Path, activation: str) -> ModelSpec:
+        """The subject model a trained study model is, read from its folder under `home`."""
+        return ModelSpec(
+            name=self.model_names[activation],
+            num_layers=self.num_layers,
+            path=str(self.model_folder(home, activation)),
+            dtype="float32",  # small models: full precision costs little and matches training
+            device=self.device,
+            batch_size=64,  # excerpts per forward pass of capture: small models take many
+            context_length=self.context_length,
+        )
+
+
+@dataclass(frozen=True)
 class StorageSpec:
     """Where the Delta tables live: a folder, or an `s3://`, `gs://`, `az://` URI with the
     storage options its object store needs (credentials belong in the environment)."""
@@ -186,6 +256,7 @@ class Settings:
     revisions: RevisionSpec = field(default_factory=RevisionSpec)
     summaries: SummarySpec = field(default_factory=SummarySpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
+    study: StudySpec | None = None  # None: no [study] section
     default_model: str = "smollm2-135m"
     profiles: Profiles = field(default_factory=lambda: load_profiles({}))
 
@@ -242,6 +313,35 @@ def _model_spec(name: str, raw: dict) -> ModelSpec:
     return spec
 
 
+def _study(raw: dict, models: dict[str, ModelSpec], home: Path) -> StudySpec | None:
+    """The [study] section, its trained models added to `models` as subject models."""
+    if "study" not in raw:
+        return None
+    section = dict(raw["study"])
+    if "activations" in section:
+        section["activations"] = tuple(section["activations"])
+    study = _section({"study": section}, "study", StudySpec)
+    unknown = [a for a in study.activations if a not in STUDY_ACTIVATIONS]
+    if unknown or len(set(study.activations)) != len(study.activations):
+        raise ConfigError(
+            f"[study] activations {list(study.activations)}: give distinct names among "
+            f"{', '.join(STUDY_ACTIVATIONS)}"
+        )
+    sizes = ("vocab_size", "num_layers", "hidden_size", "num_heads", "mlp_width", "context_length")
+    counts = (*sizes, "steps", "batch_size", "eval_every", "eval_windows")
+    if any(getattr(study, name) < 1 for name in counts) or study.vocab_size <= 256:
+        raise ConfigError(
+            f"[study] {', '.join(counts)} must be at least 1, and vocab_size above the 256 bytes"
+        )
+    if study.hidden_size % study.num_heads:
+        raise ConfigError("[study] hidden_size must be a multiple of num_heads")
+    for activation, name in study.model_names.items():
+        if name in models:
+            raise ConfigError(f"[models.{name}] clashes with the study's model of that name")
+        models[name] = study.model_spec(home, activation)
+    return study
+
+
 def _section(raw: dict, key: str, cls: type) -> object:
     try:
         return cls(**raw.get(key, {}))
@@ -262,8 +362,10 @@ def load_settings(
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     general = raw.get("autointerp", {})
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
+    home = home.expanduser().resolve()
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
     models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    study = _study(raw, models, home)
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
         storage = StorageSpec(root=root, storage_options=storage.storage_options)
@@ -283,7 +385,7 @@ def load_settings(
                 f"{TOKEN_LIST_TOP} (it is {records.top_mean_tokens})"
             )
     return Settings(
-        home=home.expanduser().resolve(),
+        home=home,
         config_path=path.resolve(),
         allow_hub=allow_hub.strip().lower() in ("1", "true", "yes", "on"),
         models=models,
@@ -292,6 +394,7 @@ def load_settings(
         revisions=_section(raw, "revisions", RevisionSpec),
         summaries=_section(raw, "summaries", SummarySpec),
         storage=storage,
+        study=study,
         default_model=general.get("default_model", "smollm2-135m"),
         profiles=profiles,
     )

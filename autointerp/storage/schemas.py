@@ -194,3 +194,35 @@ COMPARISON_SCHEMA = {
     "wins_b": pl.UInt32,
     "ties": pl.UInt32,
 }
+
+# study/training_data: the study's corpus as training windows of its own tokenizer.
+TRAINING_DATA_SCHEMA = {
+    "window": pl.Int64,  # index of the window in the token stream
+    "split": pl.Utf8,  # train | heldout
+    "token_ids": pl.List(pl.Int32),
+}
+
+# One point of a study model's loss curve.
+LOSS_CURVE_SCHEMA = {
+    "step": pl.Int32,
+    "tokens": pl.Int64,  # training tokens seen after this step
+    "learning_rate": pl.Float64,
+    "train_loss": pl.Float64,  # mean over the steps since the previous point
+    "heldout_loss": pl.Float64,  # on the first eval_windows held-out windows
+}
+
+# study/model_<activation> (one row) and study/training_summary (one row per model).
+TRAINED_MODEL_SCHEMA = {
+    "model": pl.Utf8,  # the subject model it became
+    "activation": pl.Utf8,
+    "layers": pl.Int32,
+    "mlp_width": pl.Int32,  # neurons per layer
+    "parameters": pl.Int64,  # the tied embedding counted once
+    "non_embedding_parameters": pl.Int64,
+    "mlp_parameters": pl.Int64,
+    "steps": pl.Int32,
+    "tokens": pl.Int64,
+    "heldout_loss": pl.Float64,  # nats per token, on every held-out window
+    "unigram_loss": pl.Float64,  # the unigram baseline on the same tokens
+    "curve": pl.List(pl.Struct(LOSS_CURVE_SCHEMA)),
+}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autointerp.activations.sampling import NeuronSample
@@ -237,6 +237,17 @@ class StudySpec(Versioned):
 
 
 @dataclass(frozen=True)
+class ComparisonSpec:
+    """Subject models side by side (the `comparison/across_models` asset; `autointerp compare
+    --models` takes its own list): score distributions per relative depth, and each model's
+    difference from the reference model."""
+
+    models: tuple[str, ...] = ()  # declared models; empty: the study's models
+    reference: str | None = None  # None: the first model
+    depth_bins: int = 4  # layers are grouped by relative depth into this many bins
+
+
+@dataclass(frozen=True)
 class StorageSpec:
     """Where the Delta tables live: a folder, or an `s3://`, `gs://`, `az://` URI with the
     storage options its object store needs (credentials belong in the environment)."""
@@ -257,6 +268,7 @@ class Settings:
     summaries: SummarySpec = field(default_factory=SummarySpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
     study: StudySpec | None = None  # None: no [study] section
+    comparison: ComparisonSpec = field(default_factory=ComparisonSpec)
     default_model: str = "smollm2-135m"
     profiles: Profiles = field(default_factory=lambda: load_profiles({}))
 
@@ -342,6 +354,28 @@ def _study(raw: dict, models: dict[str, ModelSpec], home: Path) -> StudySpec | N
     return study
 
 
+def _comparison(raw: dict, models: dict[str, ModelSpec], study: StudySpec | None) -> ComparisonSpec:
+    """The [comparison] section, its models defaulting to the study's, all of them declared."""
+    section = dict(raw.get("comparison", {}))
+    if "models" in section:
+        section["models"] = tuple(section["models"])
+    comparison = _section({"comparison": section}, "comparison", ComparisonSpec)
+    if not comparison.models and study is not None:
+        comparison = replace(comparison, models=tuple(study.model_names.values()))
+    unknown = [name for name in comparison.models if name not in models]
+    if unknown:
+        raise ConfigError(
+            f"[comparison] models {unknown} are not declared; models: {', '.join(sorted(models))}"
+        )
+    if comparison.reference is not None and comparison.reference not in comparison.models:
+        raise ConfigError(
+            f"[comparison] reference {comparison.reference!r} is not one of its models"
+        )
+    if comparison.depth_bins < 1:
+        raise ConfigError("[comparison] depth_bins must be at least 1")
+    return comparison
+
+
 def _section(raw: dict, key: str, cls: type) -> object:
     try:
         return cls(**raw.get(key, {}))
@@ -395,6 +429,7 @@ def load_settings(
         summaries=_section(raw, "summaries", SummarySpec),
         storage=storage,
         study=study,
+        comparison=_comparison(raw, models, study),
         default_model=general.get("default_model", "smollm2-135m"),
         profiles=profiles,
     )

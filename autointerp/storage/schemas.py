@@ -226,3 +226,28 @@ TRAINED_MODEL_SCHEMA = {
     "unigram_loss": pl.Float64,  # the unigram baseline on the same tokens
     "curve": pl.List(pl.Struct(LOSS_CURVE_SCHEMA)),
 }
+
+# comparison/across_models: subject models side by side, per profile pair, model and depth.
+MODEL_COMPARISON_SCHEMA = {
+    "explainer": pl.Utf8,
+    "explainer_hash": pl.Utf8,
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "split": pl.Utf8,
+    "scored_on": pl.Utf8,
+    "model": pl.Utf8,
+    "reference": pl.Utf8,
+    "depth": pl.Utf8,  # "all", or a bin of relative depth such as "0.25-0.50"
+    "layers": pl.Utf8,  # the model's layers in that bin, e.g. "3" or "8-14"
+    "neurons": pl.Int64,  # neurons scored with this profile pair
+    "scored": pl.Int64,  # of those, with a defined score
+    "undefined_share": pl.Float64,
+    "dead_share": pl.Float64,  # never above 0 on the corpus
+    "mean": pl.Float64,  # of the defined scores
+    "median": pl.Float64,
+    "share_ge_0_5": pl.Float64,
+    "share_ge_0_8": pl.Float64,
+    "diff": pl.Float64,  # mean − the reference's mean at the same depth
+    "ci_low": pl.Float64,  # bootstrap 95% interval of diff
+    "ci_high": pl.Float64,
+}

@@ -95,13 +95,16 @@ def test_a_study_declares_one_subject_model_per_activation(tmp_path):
     model = settings.model("study-swiglu")
     assert model.num_layers == 3 and model.key_prefix == "study_swiglu"
     assert model.path == str((tmp_path / "home").resolve() / "models" / "study" / "swiglu")
+    # Comparing defaults to the study's models, the first the reference.
+    assert settings.comparison.models == ("study-relu", "study-swiglu")
+    assert settings.comparison.reference is None
     # What a model's weights depend on: not how it runs, not which other models are trained.
     content = settings.study.training_content()
     assert content["steps"] == 10 and not {"device", "activations", "min_margin"} & set(content)
     assert load_settings(write(tmp_path, ""), tmp_path / "home").study is None
 
 
-def test_bad_studies_are_refused(tmp_path):
+def test_bad_studies_and_comparisons_are_refused(tmp_path):
     home = tmp_path / "home"
     with pytest.raises(ConfigError, match="swish"):
         load_settings(write(tmp_path, '[study]\nactivations = ["gelu", "swish"]\n'), home)
@@ -110,6 +113,11 @@ def test_bad_studies_are_refused(tmp_path):
     clash = '[study]\n[models.study-gelu]\npath = "x"\nnum_layers = 1\n'
     with pytest.raises(ConfigError, match="clashes"):
         load_settings(write(tmp_path, clash), home)
+    with pytest.raises(ConfigError, match=r"\[comparison\] models \['nope'\]"):
+        load_settings(write(tmp_path, '[comparison]\nmodels = ["nope"]\n'), home)
+    with pytest.raises(ConfigError, match="reference"):
+        text = '[study]\n[comparison]\nreference = "study-x"\n'
+        load_settings(write(tmp_path, text), home)
     with pytest.raises(ConfigError, match=r"\[study\]"):
         load_settings(write(tmp_path, "[study]\nlayers = 3\n"), home)
     with pytest.raises(ConfigError, match="multiple of num_heads"):

@@ -1,4 +1,5 @@
-"""Dagster assets, one module per stage; each model gets its own copy under its key prefix."""
+"""Dagster assets, one module per stage; each model gets its own copy under its key prefix, and
+the activation study and the comparison of models have theirs (`study_assets`)."""
 
 import warnings
 
@@ -11,6 +12,7 @@ from assets.revisions import revision_assets
 from assets.score_views import score_view_assets
 from assets.scores import scores_asset
 from assets.simulations import simulations_assets
+from assets.study import model_key, study_assets
 from assets.top_k_excerpts import top_k_excerpts_asset
 from autointerp.config.settings import ModelSpec, Settings
 
@@ -26,9 +28,14 @@ def layer_partitions(model: ModelSpec) -> dg.StaticPartitionsDefinition:
 def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefinition]:
     """The asset graph of one subject model."""
     layers = layer_partitions(model)
+    trained_by = [
+        model_key(activation)
+        for activation, name in (settings.study.model_names if settings.study else {}).items()
+        if name == model.name
+    ]
     return [
-        corpus_asset(settings, model),
-        neuron_records_asset(settings, model, layers),
+        corpus_asset(settings, model, trained_by),
+        neuron_records_asset(settings, model, layers, trained_by),
         top_k_excerpts_asset(model, layers),
         explanations_assets(settings, model, layers),
         simulations_assets(settings, model, layers),
@@ -36,3 +43,11 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
         *score_view_assets(settings, model),
         *revision_assets(settings, model, layers),
     ]
+
+
+def all_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """Every declared model's graph, the study's assets and the comparison of models."""
+    graphs = [
+        asset for model in settings.models.values() for asset in model_assets(settings, model)
+    ]
+    return graphs + study_assets(settings)

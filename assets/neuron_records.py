@@ -1,6 +1,8 @@
 """neuron_records[layer]: per neuron, top-k and sampled excerpts with per-token activations, and
 the moments of its activations. One forward pass serves every layer partition of a run."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 import polars as pl
 
@@ -15,14 +17,19 @@ LOGIC_VERSION = "neuron-records-2"
 
 
 def neuron_records_asset(
-    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+    settings: Settings,
+    model: ModelSpec,
+    layers: dg.PartitionsDefinition,
+    deps: Sequence[dg.AssetKey] = (),
 ) -> dg.AssetsDefinition:
+    """`deps`: assets that write the model itself (a study model's training), if any."""
     # Batch size and device change no record; the weights and the dtype they run in do.
     identity = model_identity(model, settings.model_cache)
 
     @dg.asset(
         key=[model.key_prefix, "neuron_records"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
+        deps=deps,
         partitions_def=layers,
         # Several layer partitions in one run share one forward pass over the corpus.
         backfill_policy=dg.BackfillPolicy.single_run(),

@@ -13,7 +13,7 @@ import polars as pl
 
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
-from autointerp.storage.delta import read_table
+from autointerp.storage.delta import read_table, table_version
 from pipelines.refresh import contiguous
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
@@ -71,23 +71,24 @@ def _environment(settings: Settings) -> None:
 
 
 class Materializer:
-    """Runs materializations of one model's graph in the project's Dagster instance."""
+    """Runs materializations of one model's graph (or of `assets`) in the project's Dagster
+    instance."""
 
-    def __init__(self, settings: Settings, model: ModelSpec) -> None:
+    def __init__(self, settings: Settings, model: ModelSpec, assets: list | None = None) -> None:
         import dagster as dg
 
         from assets import model_assets
         from pipelines.definitions import resources
 
         self.settings, self.model = settings, model
-        self.assets = model_assets(settings, model)
+        self.assets = assets if assets is not None else model_assets(settings, model)
         self.instance = dg.DagsterInstance.get()
         self.resources = resources(settings)
 
-    def key(self, name: str):
+    def key(self, name: str, prefix: str | None = None):
         import dagster as dg
 
-        return dg.AssetKey([self.model.key_prefix, name])
+        return dg.AssetKey([prefix or self.model.key_prefix, name])
 
     def __call__(self, keys: list, partitions: tuple[str, str] | None = None, config=None) -> None:
         import dagster as dg
@@ -118,8 +119,8 @@ class Materializer:
         where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
 
-    def corpus_config(self, max_excerpts: int | None) -> dict:
-        op = f"{self.model.key_prefix}__corpus"
+    def corpus_config(self, max_excerpts: int | None, model: ModelSpec | None = None) -> dict:
+        op = f"{(model or self.model).key_prefix}__corpus"
         return {"ops": {op: {"config": {"max_excerpts": max_excerpts}}}}
 
 
@@ -127,19 +128,120 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
     materialize = Materializer(settings, model)
-    materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
     rounds = range(1, settings.revisions.rounds + 1)
     per_layer = LAYER_ASSETS + [
         f"{name}_r{k}"
         for k in rounds
         for name in ("counterexamples", "revised_explanations", "revision_calls")
     ]
+    summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
+    run_graph(materialize, model, layers, args.excerpts, per_layer, summaries)
+    print_summary(settings, model, layers)
+
+
+def run_graph(
+    materialize: Materializer,
+    model: ModelSpec,
+    layers: Sequence[int],
+    excerpts: int | None,
+    per_layer: list[str],
+    summaries: list[str],
+) -> None:
+    """The corpus, then `per_layer` assets in one run per contiguous range of `layers`, then
+    the `summaries`, of one model's graph."""
+    prefix = model.key_prefix
+    corpus = materialize.corpus_config(excerpts, model)
+    materialize([materialize.key("corpus", prefix)], config=corpus)
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
-        materialize([materialize.key(name) for name in per_layer], low_high)
-    summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
-    materialize([materialize.key(name) for name in summaries])
-    print_summary(settings, model, layers)
+        materialize([materialize.key(name, prefix) for name in per_layer], low_high)
+    materialize([materialize.key(name, prefix) for name in summaries])
+
+
+def command_study(args: argparse.Namespace, settings: Settings) -> None:
+    """The activation study: train what is missing or out of date, explain and score every
+    study model with the active profiles, then compare them."""
+    from assets import all_assets
+
+    study = settings.study
+    if study is None:
+        raise InputError(f"{settings.config_path} declares no [study]")
+    models = [settings.model(name) for name in study.model_names.values()]
+    materialize = Materializer(settings, models[0], all_assets(settings))
+    due = _training_due(settings, materialize)
+    if due:
+        materialize(due)
+        # The models' graphs are versioned by their weights, which training just wrote.
+        materialize = Materializer(settings, models[0], all_assets(settings))
+    else:
+        print("study: the trained models are up to date", file=sys.stderr)
+    excerpts = args.excerpts or study.explain_excerpts
+    for model in models:
+        run_graph(materialize, model, model.layers, excerpts, LAYER_ASSETS, ["score_summary"])
+    print_training_summary(settings)
+    names = [model.name for model in models]
+    reference = settings.comparison.reference or names[0]
+    if list(settings.comparison.models) == names:  # the comparison asset is the study's
+        materialize([materialize.key("across_models", "comparison")])
+        uri = f"{settings.delta_root}/comparison/across_models"
+        comparison = read_table(uri, storage_options=settings.storage.storage_options)
+        print_comparison(comparison, settings.home / "comparison" / "across_models.png")
+    else:
+        print_model_comparison(settings, names, reference)
+
+
+def _training_due(settings: Settings, materialize: Materializer) -> list:
+    """The study's training assets to materialize: those missing or unsynced (or whose model
+    folder is gone), and what they feed, since Dagster marks a downstream unsynced only once
+    its upstream was rematerialized."""
+    from dagster._core.definitions.data_version import StaleStatus
+
+    from assets.study import GROUP, model_key, study_assets
+    from pipelines.refresh import stale_statuses
+
+    study = settings.study
+    data, summary = (
+        materialize.key("training_data", GROUP),
+        materialize.key("training_summary", GROUP),
+    )
+    models = [model_key(activation) for activation in study.activations]
+    training = [asset for asset in study_assets(settings) if asset.key.path[0] == GROUP]
+    statuses = stale_statuses(materialize.instance, training)
+    due = {key for key, status in statuses.items() if status[None] != StaleStatus.FRESH}
+    due |= {
+        key
+        for key, activation in zip(models, study.activations, strict=True)
+        if not (study.model_folder(settings.home, activation) / "config.json").is_file()
+    }
+    if data in due:
+        due |= set(models)
+    if due & set(models):
+        due.add(summary)
+    return [key for key in [data, *models, summary] if key in due]
+
+
+def print_training_summary(settings: Settings) -> None:
+    from assets.study import GROUP
+
+    uri = f"{settings.delta_root}/{GROUP}/training_summary"
+    order = pl.Enum(list(settings.study.activations))
+    summary = read_table(uri, storage_options=settings.storage.storage_options).sort(
+        pl.col("activation").cast(order)
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250):
+        print("\nstudy models (held-out and unigram loss in nats per token)")
+        print(
+            summary.select(
+                "model",
+                "mlp_width",
+                "parameters",
+                "non_embedding_parameters",
+                "tokens",
+                pl.col("heldout_loss").round(3),
+                pl.col("unigram_loss").round(3),
+            )
+        )
+    print(f"Loss curves: {settings.study.folder(settings.home) / 'loss_curves.png'}\n")
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
@@ -222,9 +324,13 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> None:
-    """Explainers side by side on the neurons they share."""
+    """Explainers side by side on the neurons they share; with --models, subject models."""
     from autointerp.score.compare import compare_explainers, format_comparison
 
+    if args.models:
+        names = [name.strip() for name in args.models.split(",") if name.strip()]
+        print_model_comparison(settings, names, args.reference or names[0], args.split)
+        return
     model = settings.model(args.model)
     scores = read_table(
         settings.table_uri(model, "scores"), storage_options=settings.storage.storage_options
@@ -236,6 +342,63 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
         seed=settings.summaries.bootstrap_seed,
     )
     print(format_comparison(comparison))
+
+
+def print_model_comparison(
+    settings: Settings, names: list[str], reference: str, split: str = "test"
+) -> None:
+    """Subject models side by side, from their stored scores and neuron records, as a table
+    and a plot under AUTOINTERP_HOME/comparison."""
+    from autointerp.study.comparison import (
+        RECORD_COLUMNS,
+        SCORE_COLUMNS,
+        ModelResults,
+        compare_models,
+    )
+    from autointerp.study.plots import plot_model_comparison
+
+    def results(model: ModelSpec) -> ModelResults:
+        tables = {}
+        for table, columns in (("scores", SCORE_COLUMNS), ("neuron_records", RECORD_COLUMNS)):
+            uri = settings.table_uri(model, table)
+            if table_version(uri, settings.storage.storage_options) is None:
+                raise InputError(
+                    f"{model.name} has no {table} table at {uri}: run `autointerp run --model "
+                    f"{model.name}` first"
+                )
+            tables[table] = read_table(
+                uri, columns=list(columns), storage_options=settings.storage.storage_options
+            )
+        return ModelResults(
+            model.name, model.num_layers, tables["scores"], tables["neuron_records"]
+        )
+
+    models = [settings.model(name) for name in names]
+    comparison = compare_models(
+        [results(model) for model in models],
+        reference=reference,
+        depth_bins=settings.comparison.depth_bins,
+        split=split,
+        n_boot=settings.summaries.bootstrap_samples,
+        seed=settings.summaries.bootstrap_seed,
+    )
+    plot = settings.home / "comparison" / f"{'-vs-'.join(m.key_prefix for m in models)}.png"
+    print_comparison(comparison, plot_model_comparison(comparison, plot))
+
+
+def print_comparison(comparison: pl.DataFrame, plot: Path) -> None:
+    from autointerp.study.comparison import comparison_table
+
+    first = comparison.row(0, named=True)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250):
+        print(comparison_table(comparison))
+    print(
+        f"ev_correlation on {first['split']} / {first['scored_on']}, each neuron's sample chosen "
+        "on valid; dead: never above 0 on the corpus; undefined: constant activations; "
+        f"− reference: mean minus {first['reference']}'s at the same relative depth, with a "
+        "bootstrap 95% interval over neurons."
+    )
+    print(f"Plot: {plot}")
 
 
 def command_ui(args: argparse.Namespace) -> None:
@@ -266,9 +429,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     lineage.add_argument("--neuron", type=int, required=True)
     lineage.add_argument("--explainer", help="only this explainer profile's scores")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
-    compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
+    compare = sub.add_parser(
+        "compare", help="explainers side by side on shared neurons; or models, with --models"
+    )
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
+    compare.add_argument(
+        "--models", help="subject models side by side instead, e.g. study-gelu,study-relu"
+    )
+    compare.add_argument("--reference", help="with --models: the model compared against")
+    study = sub.add_parser("study", help="train the activation study's models, explain, compare")
+    study.add_argument("--excerpts", type=int, help="corpus excerpts each model is explained on")
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -276,9 +447,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings()
         _environment(settings)
+        if getattr(args, "excerpts", None) is not None and args.excerpts < 1:
+            raise InputError("--excerpts must be at least 1")
         if args.command == "run":
-            if args.excerpts is not None and args.excerpts < 1:
-                raise InputError("--excerpts must be at least 1")
             command_run(args, settings)
         elif args.command == "refresh":
             command_refresh(args, settings)
@@ -286,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_lineage(args, settings)
         elif args.command == "compare":
             command_compare(args, settings)
+        elif args.command == "study":
+            command_study(args, settings)
         elif args.command == "ui":
             command_ui(args)
     except AutointerpError as err:

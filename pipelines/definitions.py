@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import model_assets
+from assets import all_assets
+from assets.study import GROUP
 from autointerp.config.settings import ModelSpec, Settings, load_settings
 from resources.delta_io import DeltaIOManager
 from resources.llm import LLMClients
@@ -30,9 +31,7 @@ def records_job_name(model: ModelSpec) -> str:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    assets = [
-        asset for model in settings.models.values() for asset in model_assets(settings, model)
-    ]
+    assets = all_assets(settings)
     jobs = [
         dg.define_asset_job(
             records_job_name(model),
@@ -41,6 +40,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         )
         for model in settings.models.values()
     ]
+    if settings.study is not None:
+        jobs.append(
+            dg.define_asset_job(
+                "study_training",
+                selection=dg.AssetSelection.groups(GROUP),
+                description="The activation study's training data, models and their summary.",
+            )
+        )
     return dg.Definitions(assets=assets, jobs=jobs, resources=resources(settings))
 
 

@@ -27,6 +27,7 @@ def test_every_asset_says_what_it_is():
     keys = graph.get_all_asset_keys()
     names = {key.path[-1] for key in keys}
     assert {"corpus", "neuron_records", "top_k_excerpts", "explanations", "scores"} <= names
+    assert {"training_data", "model_solu", "training_summary", "across_models"} <= names
     for key in keys:
         node = graph.get(key)
         assert node.description, key
@@ -41,4 +42,5 @@ def test_every_model_has_its_own_prefix_and_partitions():
         for key in graph.get_all_asset_keys()
         if key.path[-1] == "neuron_records"
     }
-    assert layers == {"smollm2_135m": 30, "gpt2_small": 12}
+    study = {f"study_{a}": 4 for a in ("gelu", "relu", "swiglu", "solu")}
+    assert layers == {"smollm2_135m": 30, "gpt2_small": 12, **study}

@@ -144,7 +144,7 @@ def trained_model_asset(
         yield dg.Output(
             row,
             metadata={
-                **{k: v for k, v in row.drop("curve").row(0, named=True).items()},
+                **row.drop("curve").row(0, named=True),
                 "tokens_per_second": trained.tokens / trained.seconds,
                 "training_seconds": trained.seconds,
                 "device": trained.device,

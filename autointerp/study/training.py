@@ -11,9 +11,11 @@ deterministic algorithms are asked for). The held-out loss curve is measured on 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,14 +83,35 @@ def train_model(
 ) -> TrainedModel:
     """Train the `activation` model on `train` windows; measure it on `heldout` windows."""
     device = resolve_device(spec.device)
-    if device.type == "cuda":
-        # cuBLAS is deterministic only with a fixed workspace, set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = StudyForCausalLM(study_config(spec, activation, vocab_size))
     model.to(device).train()
+    with _deterministic(device):
+        curve, seconds = _train_steps(model, spec, train, heldout, device, progress)
+        final = mean_loss(model, torch.from_numpy(heldout), device)
+    model.to("cpu").eval()
+    return TrainedModel(
+        activation=activation,
+        model=model,
+        curve=curve,
+        heldout_loss=final,
+        parameters=parameter_counts(model),
+        tokens=spec.steps * spec.batch_size * train.shape[1],
+        seconds=seconds,
+        device=str(device),
+    )
+
+
+def _train_steps(
+    model: StudyForCausalLM,
+    spec: StudySpec,
+    train: np.ndarray,
+    heldout: np.ndarray,
+    device: torch.device,
+    progress: Progress | None,
+) -> tuple[pl.DataFrame, float]:
+    """Every training step; (the loss curve, the seconds the steps took)."""
     optimizer = _optimizer(model, spec)
     order = batch_order(len(train), spec.batch_size, spec.steps, spec.seed)
     windows = torch.from_numpy(train)
@@ -124,18 +147,25 @@ def train_model(
             model.train()
         if progress:
             progress(done, spec.steps)
-    final = mean_loss(model, torch.from_numpy(heldout), device)
-    model.to("cpu").eval()
-    return TrainedModel(
-        activation=activation,
-        model=model,
-        curve=pl.DataFrame(rows, schema=LOSS_CURVE_SCHEMA),
-        heldout_loss=final,
-        parameters=parameter_counts(model),
-        tokens=spec.steps * spec.batch_size * train.shape[1],
-        seconds=seconds,
-        device=str(device),
-    )
+    return pl.DataFrame(rows, schema=LOSS_CURVE_SCHEMA), seconds
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """PyTorch's deterministic algorithms while training on CUDA (the CPU kernels used here are
+    deterministic already); the previous setting is restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    # cuBLAS is deterministic only with a fixed workspace, set before its first use.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def trained_model_row(trained: TrainedModel, name: str, unigram_loss: float) -> pl.DataFrame:

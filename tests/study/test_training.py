@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,12 @@ import torch
 
 from autointerp.study.data import split_windows, token_windows, training_frame
 from autointerp.study.tokenizer import train_byte_level_bpe
-from autointerp.study.training import learning_rate, train_model, trained_model_row
+from autointerp.study.training import (
+    _deterministic,
+    learning_rate,
+    train_model,
+    trained_model_row,
+)
 from autointerp.study.unigram import unigram_loss
 from autointerp.table_checks import short_of_unigram
 from tests.conftest import write_text_corpus
@@ -59,3 +65,14 @@ def test_the_learning_rate_warms_up_then_decays_to_a_tenth():
     assert rates[0] == pytest.approx(1e-3) and rates[9] == pytest.approx(1e-2)
     assert np.all(np.diff(rates[:10]) > 0) and np.all(np.diff(rates[10:]) <= 0)
     assert rates[-1] == pytest.approx(1e-3, rel=0.01)
+
+
+def test_cuda_training_asks_for_deterministic_algorithms_and_then_restores(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with _deterministic(torch.device("cuda")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.are_deterministic_algorithms_enabled()
+    with _deterministic(torch.device("cpu")):
+        assert not torch.are_deterministic_algorithms_enabled()

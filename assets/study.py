@@ -19,6 +19,7 @@ from autointerp.config.settings import Settings, StudySpec
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 from autointerp.study.comparison import (
+    FLOOR_COLUMNS,
     RECORD_COLUMNS,
     SCORE_COLUMNS,
     ModelResults,
@@ -36,6 +37,12 @@ from autointerp.table_checks import short_of_unigram, unmatched_parameters
 GROUP = "study"
 COMPARISON_GROUP = "comparison"
 PARAMETER_TOLERANCE = 0.02  # the models' parameter counts agree within 2%
+# What the comparison reads of each model's graph, and which columns.
+COMPARED_TABLES = (
+    ("scores", SCORE_COLUMNS),
+    ("neuron_records", RECORD_COLUMNS),
+    ("shuffled_scores", FLOOR_COLUMNS),
+)
 
 
 def model_key(activation: str) -> dg.AssetKey:
@@ -206,7 +213,7 @@ def model_comparison_asset(settings: Settings) -> dg.AssetsDefinition:
             key=[model.key_prefix, table], metadata={"columns": list(columns)}
         )
         for model in models
-        for table, columns in (("scores", SCORE_COLUMNS), ("neuron_records", RECORD_COLUMNS))
+        for table, columns in COMPARED_TABLES
     }
 
     @dg.asset(
@@ -220,8 +227,8 @@ def model_comparison_asset(settings: Settings) -> dg.AssetsDefinition:
             f"{', '.join(spec.models)} side by side, per explainer and simulator: by relative "
             "depth and over all layers, neurons, dead and undefined shares, mean, median and "
             "shares of ev_correlation ≥ 0.5 and ≥ 0.8 (test split, top_and_random; each "
-            f"neuron's sample chosen on valid), and each model's mean minus {reference}'s with "
-            f"a bootstrap 95% interval; plotted to {plot}."
+            "neuron's sample chosen on valid) beside the chance floor, and each model's mean "
+            f"minus {reference}'s with a bootstrap 95% interval; plotted to {plot}."
         ),
         kinds={"delta", "polars"},
     )
@@ -233,6 +240,7 @@ def model_comparison_asset(settings: Settings) -> dg.AssetsDefinition:
                     num_layers=model.num_layers,
                     scores=tables[f"scores__{model.key_prefix}"],
                     records=tables[f"neuron_records__{model.key_prefix}"],
+                    shuffled=tables[f"shuffled_scores__{model.key_prefix}"],
                 )
                 for model in models
             ],

@@ -349,28 +349,29 @@ def print_model_comparison(
 ) -> None:
     """Subject models side by side, from their stored scores and neuron records, as a table
     and a plot under AUTOINTERP_HOME/comparison."""
-    from autointerp.study.comparison import (
-        RECORD_COLUMNS,
-        SCORE_COLUMNS,
-        ModelResults,
-        compare_models,
-    )
+    from assets.study import COMPARED_TABLES
+    from autointerp.study.comparison import ModelResults, compare_models
     from autointerp.study.plots import plot_model_comparison
 
     def results(model: ModelSpec) -> ModelResults:
         tables = {}
-        for table, columns in (("scores", SCORE_COLUMNS), ("neuron_records", RECORD_COLUMNS)):
+        for table, columns in COMPARED_TABLES:
             uri = settings.table_uri(model, table)
-            if table_version(uri, settings.storage.storage_options) is None:
+            if table_version(uri, settings.storage.storage_options) is not None:
+                tables[table] = read_table(
+                    uri, columns=list(columns), storage_options=settings.storage.storage_options
+                )
+            elif table != "shuffled_scores":  # a graph run before the floor existed has none
                 raise InputError(
                     f"{model.name} has no {table} table at {uri}: run `autointerp run --model "
                     f"{model.name}` first"
                 )
-            tables[table] = read_table(
-                uri, columns=list(columns), storage_options=settings.storage.storage_options
-            )
         return ModelResults(
-            model.name, model.num_layers, tables["scores"], tables["neuron_records"]
+            model.name,
+            model.num_layers,
+            tables["scores"],
+            tables["neuron_records"],
+            tables.get("shuffled_scores"),
         )
 
     models = [settings.model(name) for name in names]
@@ -394,7 +395,8 @@ def print_comparison(comparison: pl.DataFrame, plot: Path) -> None:
         print(comparison_table(comparison))
     print(
         f"ev_correlation on {first['split']} / {first['scored_on']}, each neuron's sample chosen "
-        "on valid; dead: never above 0 on the corpus; undefined: constant activations; "
+        "on valid; dead: never above 0 on the corpus; undefined: constant activations; floor: "
+        "the mean score of other neurons' explanations (chance); "
         f"− reference: mean minus {first['reference']}'s at the same relative depth, with a "
         "bootstrap 95% interval over neurons."
     )

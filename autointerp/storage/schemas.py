@@ -247,6 +247,7 @@ MODEL_COMPARISON_SCHEMA = {
     "median": pl.Float64,
     "share_ge_0_5": pl.Float64,
     "share_ge_0_8": pl.Float64,
+    "floor_mean": pl.Float64,  # mean score of shuffled explanations (the chance floor; test only)
     "diff": pl.Float64,  # mean − the reference's mean at the same depth
     "ci_low": pl.Float64,  # bootstrap 95% interval of diff
     "ci_high": pl.Float64,

@@ -10,8 +10,10 @@ gains from an easier split.
 Per model, per relative-depth bin (a layer's depth is the middle of its layer, (layer + ½) /
 layers, so models of different depths line up) and over all layers: neurons, the share whose
 score is undefined (constant activations), the dead share (never above 0 on the corpus, as
-`records_summary` counts them: invisible to the method, which scales relu'd activations), and
-the mean, median and shares at or above 0.5 and 0.8 of the defined scores.
+`records_summary` counts them: invisible to the method, which scales relu'd activations), the
+mean, median and shares at or above 0.5 and 0.8 of the defined scores, and beside them the
+model's chance floor (`score.floor`: the mean score of other neurons' explanations, test split
+only), since a model whose neurons fire on the same common tokens would score well by chance.
 
 The difference from the reference is of means, model − reference, in the same depth bin. Neurons
 of two models do not correspond one to one, so the pairing is by profile, corpus, split sizes
@@ -41,16 +43,19 @@ ALL_DEPTHS = "all"
 SCORE_COLUMNS = (*PROFILE, "layer", "neuron", "sample", "split", "scored_on", "ev_correlation")
 SCORE_COLUMNS += ("excerpt_ids",)
 RECORD_COLUMNS = ("layer", "neuron", "max_activation")
+FLOOR_COLUMNS = (*PROFILE, "layer", "split", "scored_on", "ev_correlation")
 
 
 @dataclass(frozen=True)
 class ModelResults:
-    """One subject model's scores and neuron records (at least SCORE_COLUMNS, RECORD_COLUMNS)."""
+    """One subject model's scores, neuron records and chance-floor scores (at least
+    SCORE_COLUMNS, RECORD_COLUMNS and FLOOR_COLUMNS; no floor when it was never scored)."""
 
     name: str
     num_layers: int
     scores: pl.DataFrame
     records: pl.DataFrame
+    shuffled: pl.DataFrame | None = None
 
 
 def depth_bin(layer: pl.Expr, num_layers: int, bins: int) -> pl.Expr:
@@ -81,16 +86,19 @@ def compare_models(
         raise InputError(f"compare at least two distinct models, not {names}")
     _check_split_sizes(models, split, scored_on)
     neurons = pl.concat([_neurons(model, depth_bins, split, scored_on) for model in models])
+    floors = pl.concat([_floor(model, depth_bins, split, scored_on) for model in models])
     profiles = _shared_profiles(neurons, names)
     rows = []
     for profile in profiles:
-        chosen = neurons.filter(
-            pl.all_horizontal(pl.col(k) == v for k, v in zip(PROFILE, profile, strict=True))
-        )
+        same = pl.all_horizontal(pl.col(k) == v for k, v in zip(PROFILE, profile, strict=True))
+        chosen, floor = neurons.filter(same), floors.filter(same)
         cells: dict[tuple[str, str], tuple[dict, np.ndarray]] = {}
         for model in names:
             for depth, group in _depth_groups(chosen.filter(pl.col("model") == model), depth_bins):
                 scores = group["score"].drop_nulls().to_numpy()
+                in_bin = pl.col("model") == model
+                if depth != ALL_DEPTHS:
+                    in_bin &= pl.col("bin") == group["bin"][0]
                 row = {
                     **dict(zip(PROFILE, profile, strict=True)),
                     "split": split,
@@ -100,6 +108,7 @@ def compare_models(
                     "depth": depth,
                     "layers": _layer_range(group),
                     **_distribution(group, scores),
+                    "floor_mean": floor.filter(in_bin)["score"].mean(),
                 }
                 means = bootstrap_means(scores, n_boot=n_boot, seed=_seed(seed, model, depth))
                 cells[(model, depth)] = (row, means)
@@ -128,6 +137,20 @@ def _neurons(model: ModelResults, bins: int, split: str, scored_on: str) -> pl.D
             pl.col("dead").fill_null(False),
             depth_bin(pl.col("layer"), model.num_layers, bins).alias("bin"),
         )
+    )
+
+
+def _floor(model: ModelResults, bins: int, split: str, scored_on: str) -> pl.DataFrame:
+    """The model's chance-floor scores on `split` and `scored_on`, with their depth bins."""
+    schema = {"model": pl.Utf8, **dict.fromkeys(PROFILE, pl.Utf8), "bin": pl.Int32}
+    if model.shuffled is None:
+        return pl.DataFrame(schema=schema | {"score": pl.Float64})
+    rows = model.shuffled.filter((pl.col("split") == split) & (pl.col("scored_on") == scored_on))
+    return rows.select(
+        pl.lit(model.name).alias("model"),
+        *PROFILE,
+        depth_bin(pl.col("layer"), model.num_layers, bins).alias("bin"),
+        pl.col("ev_correlation").fill_nan(None).cast(pl.Float64).alias("score"),
     )
 
 
@@ -226,6 +249,7 @@ def comparison_table(comparison: pl.DataFrame) -> pl.DataFrame:
         pl.col("median").round(3),
         pl.col("share_ge_0_5").round(3).alias("≥0.5"),
         pl.col("share_ge_0_8").round(3).alias("≥0.8"),
+        pl.col("floor_mean").round(3).alias("floor"),
         pl.when(pl.col("model") == pl.col("reference"))
         .then(pl.lit("reference"))
         .when(pl.col("diff").is_null())

@@ -34,9 +34,9 @@ def plot_loss_curves(trained: pl.DataFrame, path: Path) -> Path:
 
 
 def plot_model_comparison(comparison: pl.DataFrame, path: Path) -> Path:
-    """Per explainer/simulator pair, three panels: mean score by relative depth; the difference
-    from the reference with its 95% interval; shares of scores ≥ 0.5 and ≥ 0.8 and of dead
-    neurons over all depths (MODEL_COMPARISON_SCHEMA rows)."""
+    """Per explainer/simulator pair, three panels: mean score (and, dotted, the chance floor) by
+    relative depth; the difference from the reference with its 95% interval; shares of scores
+    ≥ 0.5 and ≥ 0.8 and of dead neurons over all depths (MODEL_COMPARISON_SCHEMA rows)."""
     pairs = comparison.select("explainer", "simulator").unique(maintain_order=True).rows()
     figure = Figure(figsize=(15, 4.2 * len(pairs)), dpi=_DPI, layout="constrained")
     panels = figure.subplots(len(pairs), 3, squeeze=False)
@@ -51,13 +51,9 @@ def plot_model_comparison(comparison: pl.DataFrame, path: Path) -> Path:
         for index, model in enumerate(models):
             own = rows.filter(pl.col("model") == model)
             layered = own.filter(pl.col("depth") != ALL_DEPTHS).sort("depth")
-            by_depth.plot(
-                [positions[d] for d in layered["depth"]],
-                layered["mean"],
-                marker="o",
-                color=f"C{index}",
-                label=model,
-            )
+            x = [positions[d] for d in layered["depth"]]
+            by_depth.plot(x, layered["mean"], marker="o", color=f"C{index}", label=model)
+            by_depth.plot(x, layered["floor_mean"], linestyle=":", color=f"C{index}")
             compared = own.filter(pl.col("diff").is_not_null())
             if not compared.is_empty():
                 x = [positions[d] + (index - len(models) / 2) * width for d in compared["depth"]]
@@ -85,7 +81,7 @@ def plot_model_comparison(comparison: pl.DataFrame, path: Path) -> Path:
         reference = rows["reference"][0]
         by_depth.set_xticks(range(len(depths)), depths)
         by_depth.set_xlabel("relative depth")
-        by_depth.set_ylabel("mean ev_correlation")
+        by_depth.set_ylabel("mean ev_correlation (dotted: chance floor)")
         by_depth.set_title(f"{explainer} / {simulator}", fontsize="medium")
         by_depth.legend(fontsize="small")
         difference.axhline(0.0, color="black", linewidth=0.8)

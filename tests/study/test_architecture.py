@@ -32,6 +32,9 @@ def test_default_models_match_in_parameters_within_two_percent():
     # The gated MLP has 2/3 of the ungated width: its three matrices hold as much as their two.
     assert build(spec, "swiglu", 64).model.layers[0].mlp.down_proj.in_features == 341
     assert counts["gelu"] == counts["relu"]
+    model = build(spec, "gelu", spec.vocab_size)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied: counted once
+    assert counts["gelu"]["parameters"] == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("activation", STUDY_ACTIVATIONS)

@@ -24,7 +24,8 @@ def model(
     explainer: str = "e",
     excerpts: int = 10,
 ) -> ModelResults:
-    """A model whose neuron n of layer l scored by_layer[l][n] on test (valid 0.5)."""
+    """A model whose neuron n of layer l scored by_layer[l][n] on test (0.5 on valid and
+    calibration)."""
     rows, records = [], []
     for layer, scores in enumerate(by_layer):
         for neuron, score in enumerate(scores):
@@ -42,11 +43,22 @@ def model(
             rows += [
                 {**common, "split": "test", "ev_correlation": score},
                 {**common, "split": "valid", "ev_correlation": 0.5},
+                {**common, "split": "calibration", "ev_correlation": 0.5},
             ]
             peak = maxima[layer][neuron] if maxima else 1.0
             records.append({"layer": layer, "neuron": neuron, "max_activation": peak})
     scores = pl.DataFrame(rows, schema={k: SCORES_SCHEMA[k] for k in rows[0]})
     return ModelResults(name, len(by_layer), scores, pl.DataFrame(records))
+
+
+def with_floor(results: ModelResults, by_layer: list[list[float]]) -> ModelResults:
+    """`results` with chance-floor scores: by_layer[l] on layer l's test excerpts (top and
+    random; a top-only row of 0.99 too, which the comparison must not count)."""
+    floor = model(results.name, by_layer).scores.filter(pl.col("split") == "test")
+    top = floor.with_columns(scored_on=pl.lit("top"), ev_correlation=pl.lit(0.99))  # not counted
+    return ModelResults(
+        results.name, results.num_layers, results.scores, results.records, pl.concat([floor, top])
+    )
 
 
 def row(frame: pl.DataFrame, model_name: str, depth: str) -> dict:
@@ -135,3 +147,17 @@ def test_unfair_or_impossible_comparisons_are_refused():
     )
     frame = compare_models([a, both], reference="a", depth_bins=1, n_boot=10)
     assert set(frame["explainer"]) == {"e"} and not math.isnan(frame["mean"][0])
+
+
+def test_each_model_s_chance_floor_stands_beside_its_scores():
+    a = with_floor(model("a", [[0.9, 0.7], [0.8, 0.6]]), [[0.1, 0.3], [0.2, NAN]])
+    b = model("b", [[0.5, 0.5], [0.5, 0.5]])  # its floor was never scored
+    frame = compare_models([a, b], reference="a", depth_bins=2, n_boot=50)
+    assert row(frame, "a", "all")["floor_mean"] == pytest.approx(0.2)
+    assert row(frame, "a", "0.00-0.50")["floor_mean"] == pytest.approx(0.2)
+    assert row(frame, "a", "0.50-1.00")["floor_mean"] == pytest.approx(0.2)  # NaN left out
+    assert row(frame, "b", "all")["floor_mean"] is None
+    assert comparison_table(frame)["floor"].to_list()[:3] == [0.2, 0.2, 0.2]
+    # On the valid split there is no floor (it is scored on test only).
+    valid = compare_models([a, b], reference="a", depth_bins=2, split="valid", n_boot=50)
+    assert valid["floor_mean"].null_count() == valid.height

@@ -22,6 +22,7 @@ from autointerp.storage.delta import read_table
 from autointerp.study.data import split_windows
 from autointerp.study.tokenizer import train_byte_level_bpe
 from autointerp.study.training import train_model
+from autointerp.table_checks import short_of_unigram
 from pipelines.cli import Materializer, _training_due, main
 from pipelines.definitions import resources
 from pipelines.refresh import stale_statuses
@@ -81,6 +82,10 @@ def test_each_model_trains_beats_unigram_and_becomes_a_subject_model(study):
     assert trained["parameters"].max() <= trained["parameters"].min() * 1.02
     assert (trained["tokens"] == 200 * 8 * 32).all() and trained["unigram_loss"].n_unique() == 1
     assert [len(curve) for curve in trained["curve"]] == [4, 4]
+    for curve in trained["curve"]:
+        assert curve[-1]["heldout_loss"] < curve[0]["heldout_loss"]
+    # The unigram check fails a model short of its margin (here, any model).
+    assert short_of_unigram(trained, 0.5) == [] and len(short_of_unigram(trained, 5.0)) == 2
     assert "study models" in printed and "study-solu" in printed
     for name in ("study-relu", "study-solu"):
         model = settings.model(name)
@@ -130,6 +135,8 @@ def test_the_models_are_compared_with_intervals(study):
     assert reference["diff"].null_count() == 3
     assert ((other["ci_low"] <= other["diff"]) & (other["diff"] <= other["ci_high"])).all()
     assert (comparison["neurons"] == [128, 64, 64] * 2).all()
+    assert comparison["floor_mean"].is_not_null().all()  # the chance floor beside every score
+    assert (comparison["floor_mean"] < comparison["mean"]).all()
     assert "reference" in printed and "bootstrap 95% interval" in printed
     assert (settings.home / "comparison" / "across_models.png").read_bytes().startswith(PNG)
 

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
 DEMO_ARGS ?= --layers all --excerpts 2000
 
-.PHONY: setup browser demo study test lint ui bench clean
+.PHONY: setup browser demo study test lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: lint browser
 
 ui: setup
 	$(BIN)/autointerp ui
+
+# The neuron viewer on http://127.0.0.1:8765 (VIEW_ARGS: e.g. --model NAME --port N).
+view: setup
+	$(BIN)/autointerp view $(VIEW_ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks

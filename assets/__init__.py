@@ -16,9 +16,11 @@ from assets.study import model_key, study_assets
 from assets.top_k_excerpts import top_k_excerpts_asset
 from autointerp.config.settings import ModelSpec, Settings
 
-# BackfillPolicy is beta in this Dagster version; the graph relies on it deliberately (one forward
-# pass per run over every layer partition), so its notice is not shown on every load.
+# BackfillPolicy and content data versions are beta in this Dagster version; the graph relies on
+# them deliberately (one forward pass per run over every layer partition; a corpus's identity as
+# its data version), so their notices are not shown on every load and run.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 
 def layer_partitions(model: ModelSpec) -> dg.StaticPartitionsDefinition:

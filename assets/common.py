@@ -10,6 +10,7 @@ from autointerp.config.profiles import ExplainerProfile, SimulatorProfile
 from autointerp.config.settings import Settings
 from autointerp.llm import CallResult, Usage, calls_frame
 from autointerp.progress import ProgressLog
+from autointerp.safe_text import printable
 from autointerp.storage.hashing import content_hash
 from resources.delta_io import version_read
 from resources.llm import LLMClients
@@ -61,11 +62,15 @@ def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.As
     failed = {name: problems for name, problems in checks.items() if problems}
     if failed:
         raise dg.Failure(
-            description=(
+            description=printable(
                 f"blocking asset check failed on {asset.to_user_string()}, which was not written: "
-                + "; ".join(f"{name}: {', '.join(problems)}" for name, problems in failed.items())
+                + "; ".join(f"{name}: {', '.join(problems)}" for name, problems in failed.items()),
+                keep_lines=False,
             ),
-            metadata={name: "; ".join(problems) for name, problems in failed.items()},
+            metadata={
+                name: printable("; ".join(problems), keep_lines=False)
+                for name, problems in failed.items()
+            },
         )
     return [dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True) for name in checks]
 
@@ -76,10 +81,10 @@ def validated(asset: dg.AssetKey, checks: Mapping[str, list[str]]) -> list[dg.As
 def upstream_versions(
     context: dg.AssetExecutionContext, prefix: str, top_k_excerpts: pl.DataFrame, *read: str
 ) -> pl.DataFrame:
-    """Per layer: the neuron_records version behind the top_k_excerpts rows, and the version at
-    which this step read top_k_excerpts and each table in `read`."""
+    """Per layer: the corpus and the neuron_records version behind the top_k_excerpts rows, and
+    the version at which this step read top_k_excerpts and each table in `read`."""
     return (
-        top_k_excerpts.select("layer", "neuron_records_version")
+        top_k_excerpts.select("layer", "corpus_id", "neuron_records_version")
         .unique("layer")
         .with_columns(
             **{

@@ -5,14 +5,14 @@ from collections.abc import Sequence
 import dagster as dg
 import polars as pl
 
-from autointerp.activations.corpus import build_corpus, corpus_summary, sample_excerpts
+from autointerp.activations.corpus import build_corpus, corpus_id, corpus_summary, sample_excerpts
 from autointerp.activations.corpus_sources import iter_documents
 from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
-LOGIC_VERSION = "corpus-1"
+LOGIC_VERSION = "corpus-2"
 
 
 class CorpusConfig(dg.Config):
@@ -38,13 +38,18 @@ def corpus_asset(
         code_version=f"{LOGIC_VERSION}-{content_hash(settings.corpus, tokenizer)}",
         description=(
             f"Excerpts of {settings.corpus.excerpt_tokens} tokens of `{settings.corpus.source}`, "
-            f"tokenized by {model.name}: excerpt_id, text, tokens, token_ids, source, license."
+            f"tokenized by {model.name}: corpus_id, excerpt_id, text, tokens, token_ids, source, "
+            "license. Each corpus (source, sample, seed, tokenizer) is kept under its own "
+            "corpus_id, side by side; materializing makes it the current corpus, and writing one "
+            "that is there already is a no-op."
         ),
+        # One table partition per corpus; readers read the one this run made, or the latest.
+        metadata={"key_column": "corpus_id"},
         kinds={"delta", "polars"},
     )
     def corpus(
         context: dg.AssetExecutionContext, config: CorpusConfig, subject_models: SubjectModels
-    ) -> pl.DataFrame:
+    ) -> dg.Output[pl.DataFrame]:
         subject = subject_models.load(model)
         documents = iter_documents(
             settings.corpus, downloads=settings.downloads, allow_hub=subject_models.allow_hub
@@ -58,7 +63,15 @@ def corpus_asset(
         wanted = config.max_excerpts or settings.corpus.max_excerpts
         if wanted:
             frame = sample_excerpts(frame, wanted, settings.records.seed)
-        context.add_output_metadata({**corpus_summary(frame), "max_excerpts": wanted or "all"})
-        return frame
+        identity = corpus_id(frame, tokenizer)
+        context.add_output_metadata(
+            {**corpus_summary(frame), "max_excerpts": wanted or "all", "corpus_id": identity}
+        )
+        # The data version is the content's identity: an identical corpus changes nothing
+        # downstream, another one makes everything captured over the old one stale.
+        return dg.Output(
+            frame.select(pl.lit(identity).alias("corpus_id"), pl.all()),
+            data_version=dg.DataVersion(identity),
+        )
 
     return corpus

@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from autointerp.activations.capture import capture_records
+from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS
 from autointerp.activations.subject_model import model_identity
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
@@ -41,7 +42,7 @@ def neuron_records_asset(
             f"{settings.records.quantile_k} per quantile band, with per-token activations; mean, "
             "variance, skewness, kurtosis, max and quantile boundaries."
         ),
-        metadata={"partition_column": "layer"},
+        metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars", "pytorch"},
     )
     def neuron_records(
@@ -61,6 +62,6 @@ def neuron_records_asset(
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
-        return frame
+        return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
 
     return neuron_records

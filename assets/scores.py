@@ -133,7 +133,10 @@ def scores_asset(
                 .sort()
                 .alias("simulation_call_ids"),
                 pl.col(
-                    "neuron_records_version", "top_k_excerpts_version", "corpus_version"
+                    "corpus_id",
+                    "neuron_records_version",
+                    "top_k_excerpts_version",
+                    "corpus_version",
                 ).first(),
             )
             .join(
@@ -155,7 +158,7 @@ def scores_asset(
                 explanations_version=pl.lit(read["explanations"], dtype=pl.Int64),
                 explainer_calls_version=pl.lit(read["explainer_calls"], dtype=pl.Int64),
                 simulator_calls_version=pl.lit(read["simulator_calls"], dtype=pl.Int64),
-                dagster_run_id=pl.lit(context.run_id),
+                dagster_run_id=pl.lit(context.run.run_id),
                 code_version=pl.lit(code_version),
             )
         )

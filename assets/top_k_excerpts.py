@@ -8,7 +8,7 @@ from autointerp.activations.splits import split_records
 from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
-LOGIC_VERSION = "top-k-excerpts-2"
+LOGIC_VERSION = "top-k-excerpts-3"
 
 
 def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -30,8 +30,11 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
         context: dg.AssetExecutionContext, neuron_records: pl.DataFrame
     ) -> pl.DataFrame:
         read = version_read(context, dg.AssetKey([model.key_prefix, "neuron_records"]))
-        return split_records(neuron_records).with_columns(
-            neuron_records_version=pl.lit(read, dtype=pl.Int64)
+        corpora = neuron_records.select("layer", "corpus_id").unique("layer")
+        return (
+            split_records(neuron_records)
+            .with_columns(neuron_records_version=pl.lit(read, dtype=pl.Int64))
+            .join(corpora, on="layer", how="left")
         )
 
     return top_k_excerpts

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, study
+from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, study, viewer
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "study": study.main,
+    "viewer": viewer.main,
 }
 # Run by name only: it trains the study's models from scratch (tens of minutes on 2 cores).
 BY_NAME_ONLY = {"study"}

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
+from autointerp.activations.neuron_records import RECORDS_ROW_GROUP_ROWS
 from autointerp.activations.splits import split_records
 from autointerp.explain.explainer_prompt import build_explanation_request
 from autointerp.lineage.read import reproduce_score, score_lineage
@@ -34,7 +35,7 @@ from autointerp.llm.requests import LLMRequest
 from autointerp.score.scores import score
 from autointerp.simulate.simulations import scoring_pairs
 from autointerp.simulate.simulator_prompt import build_chat_request
-from autointerp.storage.delta import read_table, write_partitions
+from autointerp.storage.delta import ROW_GROUP_ROWS, read_table, write_partitions
 from autointerp.storage.hashing import canonical_json
 from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA
 from autointerp.testing.tables import simulations_frame
@@ -52,6 +53,7 @@ LAYERS = 30
 NEURONS = 1536
 TOKENS = 64
 TOP_K, RANDOM_K = 20, 15  # the configuration's defaults
+BANDS, PER_BAND = 4, 5  # quantile bands of the excerpt maximum, and excerpts kept per band
 CORPUS_EXCERPTS = 25_000
 EXPLAINER = ("gpt-4o-mini", "e3b0c44298fc")
 SIMULATOR = ("llama-3.1-8b", "5feceb66ffc8")
@@ -78,14 +80,15 @@ def corpus(rng: np.random.Generator) -> pl.DataFrame:
 
 
 def neuron_records(rng: np.random.Generator) -> pl.DataFrame:
-    """One layer's records: sparse activations (a neuron fires on a few tokens), top excerpts
-    ranked by their maximum."""
-    per_neuron = TOP_K + RANDOM_K
+    """One layer's records, every column of the pipeline's: sparse activations (a neuron fires
+    on a few tokens), top excerpts ranked by their maximum, 4 quantile bands of 5 excerpts."""
+    per_neuron = TOP_K + RANDOM_K + BANDS * PER_BAND
     picks = np.stack(
         [rng.choice(CORPUS_EXCERPTS, per_neuron, replace=False) for _ in range(NEURONS)]
     )
     fires = rng.random((NEURONS, per_neuron, TOKENS)) < 0.05
     acts = np.where(fires, rng.gamma(2.0, 1.5, fires.shape), 0.0).astype(np.float32)
+    bands = slice(TOP_K + RANDOM_K, None)
     order = np.argsort(-acts[:, :TOP_K].max(axis=2), axis=1)
     top_ids = np.take_along_axis(picks[:, :TOP_K], order, axis=1)
     top = np.take_along_axis(acts[:, :TOP_K], order[..., None], axis=1)
@@ -97,11 +100,27 @@ def neuron_records(rng: np.random.Generator) -> pl.DataFrame:
         {
             "layer": np.zeros(NEURONS, dtype=np.int32),
             "neuron": np.arange(NEURONS, dtype=np.int32),
+            "mean": acts.mean(axis=(1, 2)).astype(np.float64),
+            "variance": acts.var(axis=(1, 2)).astype(np.float64),
+            "skewness": rng.normal(5, 1, NEURONS),
+            "kurtosis": rng.normal(50, 10, NEURONS),
             "max_activation": acts.max(axis=(1, 2)).astype(np.float64),
+            "quantile_boundaries": pl.Series(
+                np.sort(rng.gamma(2.0, 1.5, (NEURONS, BANDS + 1)), axis=1)
+            ).cast(pl.List(pl.Float64)),
             "top_excerpt_ids": pl.Series(top_ids).cast(pl.List(pl.Int64)),
+            "top_max_activations": pl.Series(top.max(axis=2)).cast(pl.List(pl.Float32)),
             "top_activations": nested(top),
-            "random_excerpt_ids": pl.Series(picks[:, TOP_K:]).cast(pl.List(pl.Int64)),
-            "random_activations": nested(acts[:, TOP_K:]),
+            "random_excerpt_ids": pl.Series(picks[:, TOP_K : TOP_K + RANDOM_K]).cast(
+                pl.List(pl.Int64)
+            ),
+            "random_activations": nested(acts[:, TOP_K : TOP_K + RANDOM_K]),
+            "quantile_excerpt_ids": pl.Series(
+                picks[:, bands].reshape(NEURONS, BANDS, PER_BAND)
+            ).cast(pl.List(pl.List(pl.Int64))),
+            "quantile_activations": pl.Series(
+                acts[:, bands].reshape(NEURONS, BANDS, PER_BAND, TOKENS)
+            ).cast(pl.List(pl.List(pl.List(pl.Float32)))),
         }
     )
 
@@ -132,8 +151,11 @@ def call_rows(requests: list[LLMRequest], endpoint: Endpoint, texts: list[str]) 
     )
 
 
-def layer_tables(rng: np.random.Generator, texts: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Every per-layer table of one layer (as layer 0; each layer is written as a copy)."""
+def layer_tables(
+    rng: np.random.Generator, texts: pl.DataFrame, *, full_records: bool = False
+) -> dict[str, pl.DataFrame]:
+    """Every per-layer table of one layer (as layer 0; each layer is written as a copy); of
+    neuron_records, only the summary columns unless `full_records`."""
     records = neuron_records(rng)
     top_k = split_records(records)
     excerpts = neuron_excerpts(top_k, texts)
@@ -188,7 +210,9 @@ def layer_tables(rng: np.random.Generator, texts: pl.DataFrame) -> dict[str, pl.
         },
     )
     return {
-        "neuron_records": records.select("layer", "neuron", "max_activation"),
+        "neuron_records": records
+        if full_records
+        else records.select("layer", "neuron", "max_activation"),
         "top_k_excerpts": top_k,
         "explanations": explanations,
         "explainer_calls": explainer_calls.with_columns(
@@ -202,30 +226,36 @@ def layer_tables(rng: np.random.Generator, texts: pl.DataFrame) -> dict[str, pl.
     }
 
 
-def build(root: Path, seed: int = 0) -> None:
-    """Write every table under root/PREFIX, layer by layer, each write one commit."""
+def write(root: Path, table: str, frame: pl.DataFrame, layer: int | None) -> int:
+    """One commit of one layer (or of a whole unpartitioned table), as a per-layer run makes it,
+    with the row groups the pipeline's assets ask for."""
+    return write_partitions(
+        str(root / PREFIX / table),
+        frame,
+        partition_column=None if layer is None else "layer",
+        partitions=None if layer is None else [layer],
+        commit_metadata={
+            "dagster_run_id": f"run-{table}-{layer}",
+            "dagster_asset_key": f"{PREFIX}/{table}",
+            "dagster_code_version": f"{table}-1",
+        },
+        row_group_rows=RECORDS_ROW_GROUP_ROWS if table == "neuron_records" else ROW_GROUP_ROWS,
+    )
+
+
+def build(
+    root: Path, seed: int = 0, *, full_records: bool = False, skip: tuple[str, ...] = ()
+) -> dict[str, pl.DataFrame]:
+    """Write every table under root/PREFIX, layer by layer, each write one commit (`skip`: tables
+    left unwritten); returns one layer's tables, as layer 0."""
     rng = np.random.default_rng(seed)
     texts = corpus(rng)
-
-    def write(table: str, frame: pl.DataFrame, layer: int | None) -> int:
-        return write_partitions(
-            str(root / PREFIX / table),
-            frame,
-            partition_column=None if layer is None else "layer",
-            partitions=None if layer is None else [layer],
-            commit_metadata={
-                "dagster_run_id": f"run-{table}-{layer}",
-                "dagster_asset_key": f"{PREFIX}/{table}",
-                "dagster_code_version": f"{table}-1",
-            },
-        )
-
-    write("corpus", texts, None)
-    tables = layer_tables(rng, texts)
-    upstream = [name for name in tables if name != "scores"]
+    write(root, "corpus", texts, None)
+    tables = layer_tables(rng, texts, full_records=full_records)
+    upstream = [name for name in tables if name != "scores" and name not in skip]
     for layer in range(LAYERS):
         versions = {
-            name: write(name, tables[name].with_columns(layer=pl.lit(layer, pl.Int32)), layer)
+            name: write(root, name, tables[name].with_columns(layer=pl.lit(layer, pl.Int32)), layer)
             for name in upstream
         }
         scores = tables["scores"].with_columns(
@@ -237,7 +267,8 @@ def build(root: Path, seed: int = 0) -> None:
             dagster_run_id=pl.lit(f"run-scores-{layer}"),
             code_version=pl.lit("scores-1"),
         )
-        write("scores", scores, layer)
+        write(root, "scores", scores, layer)
+    return tables
 
 
 def main(repeats: int = 5, layer: int = 17, neuron: int = 1000) -> dict:

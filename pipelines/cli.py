@@ -13,9 +13,13 @@ import polars as pl
 
 from autointerp.config.settings import ModelSpec, Settings, load_settings, prepare_home
 from autointerp.errors import AutointerpError, InputError
+from autointerp.safe_text import printable
 from autointerp.storage.delta import read_table, table_version
+from pipelines.console import keep_trace, one_line, quiet_tracebacks
 from pipelines.refresh import contiguous
 
+# Where `autointerp view` serves by default: loopback only.
+VIEW_HOST, VIEW_PORT = "127.0.0.1", 8765
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -41,7 +45,12 @@ def parse_layers(text: str | None, model: ModelSpec) -> list[int]:
     try:
         for part in text.split(","):
             low, _, high = part.strip().partition("-")
-            layers.update(range(int(low), int(high or low) + 1))
+            first, last = int(low), int(high or low)
+            if last < first:
+                raise InputError(
+                    f"--layers {text!r}: the range {part.strip()} is empty (write {last}-{first})"
+                )
+            layers.update(range(first, last + 1))
     except ValueError:
         raise InputError(f"--layers {text!r}: expected e.g. '0,5,29', '0-29' or 'all'") from None
     bad = sorted(layer for layer in layers if not 0 <= layer < model.num_layers)
@@ -53,10 +62,11 @@ def parse_layers(text: str | None, model: ModelSpec) -> list[int]:
 
 
 def _root_cause(error) -> str:
-    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain)."""
+    """The user's error inside Dagster's wrapping (a SerializableErrorInfo chain), in one line."""
     while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
-    return error.message.strip()
+    lines = error.message.strip().splitlines()
+    return printable(lines[0] if lines else error.cls_name or "error", keep_lines=False)
 
 
 def _environment(settings: Settings) -> None:
@@ -79,10 +89,13 @@ class Materializer:
 
         from assets import model_assets
         from pipelines.definitions import resources
+        from pipelines.run_records import fail_dead_runs
 
         self.settings, self.model = settings, model
         self.assets = assets if assets is not None else model_assets(settings, model)
         self.instance = dg.DagsterInstance.get()
+        for run_id in fail_dead_runs(self.instance):
+            print(f"run {run_id}: its process had died; marked failed", file=sys.stderr)
         self.resources = resources(settings)
 
     def key(self, name: str, prefix: str | None = None):
@@ -99,22 +112,26 @@ class Materializer:
                 "dagster/asset_partition_range_start": partitions[0],
                 "dagster/asset_partition_range_end": partitions[1],
             }
-        result = dg.materialize(
-            self.assets,
-            selection=keys,
-            instance=self.instance,
-            resources=self.resources,
-            run_config={**QUIET_LOGS, **(config or {})},
-            tags=tags,
-            raise_on_error=False,
-        )
+        with quiet_tracebacks(self.settings.home) as log:
+            result = dg.materialize(
+                self.assets,
+                selection=keys,
+                instance=self.instance,
+                resources=self.resources,
+                run_config={**QUIET_LOGS, **(config or {})},
+                tags=tags,
+                raise_on_error=False,
+            )
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)
                 for event in result.get_step_failure_events()
                 if event.step_failure_data.error
             ]
-            raise SystemExit(f"autointerp: run {result.run_id} failed: " + "; ".join(errors))
+            raise SystemExit(
+                f"autointerp: run {result.run_id} failed: {'; '.join(errors)} (full trace in "
+                f"{log}, and on the run's page in the UI)"
+            )
         names = ", ".join(key.path[-1] for key in keys)
         where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
@@ -300,7 +317,11 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
             print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
-    print("Browse: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
+    print(
+        f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
+        f"http://{VIEW_HOST}:{VIEW_PORT}/m/{model.name}"
+    )
+    print("Runs and assets: make ui  (dagster dev -w workspace.yaml with DAGSTER_HOME set)")
 
 
 def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
@@ -403,6 +424,105 @@ def print_comparison(comparison: pl.DataFrame, plot: Path) -> None:
     print(f"Plot: {plot}")
 
 
+def command_repair(args: argparse.Namespace, settings: Settings) -> None:
+    """Mark dead runs failed, bring each of the model's tables back to a readable state, and
+    say what to materialize again."""
+    import dagster as dg
+
+    from autointerp.storage.repair import repair_root
+    from pipelines.run_records import fail_dead_runs
+
+    model = settings.model(args.model)
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_dead_runs(instance):
+        print(f"run {run_id}: its process had died; marked failed")
+    reports = repair_root(settings.model_root(model))
+    for report in reports:
+        if report.rematerialize.get("*"):  # a torn commit that names nothing: ask Dagster
+            found = _partitions_written(instance, model, report)
+            if found:
+                report.rematerialize = {"layer": found}
+        for line in report.lines():
+            print(printable(line, keep_lines=False))
+    print(rebuild_advice(reports, model))
+
+
+def _partitions_written(instance, model: ModelSpec, report) -> set[str]:
+    """The partitions the runs that made a table's moved commits materialized, by the Delta
+    version each materialization recorded; none when the records do not say."""
+    import dagster as dg
+
+    key = dg.AssetKey([model.key_prefix, Path(report.table).name])
+    found: set[str] = set()
+    for record in instance.fetch_materializations(key, limit=1000).records:
+        materialization = record.asset_materialization
+        version = materialization.metadata.get("delta_version") if materialization else None
+        if version is not None and version.value in report.moved_commits:
+            if materialization.partition is None:
+                return set()  # an unpartitioned write: the advice stays "everything"
+            found.add(materialization.partition)
+    return found
+
+
+def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
+    """The one command that materializes again what repairs took out of the tables."""
+    layers: set[str] = set()
+    others: set[str] = set()  # keyed or unpartitioned tables (corpus, summaries)
+    everything = False
+    for report in reports:
+        for column, values in report.rematerialize.items():
+            if column == "layer" and "*" not in values:
+                layers |= values
+            elif column in ("layer", "*"):
+                everything = True
+            else:
+                others.add(Path(report.table).name)
+    if not (layers or others or everything):
+        return "nothing to materialize again"
+    if everything:
+        chosen = ""
+    else:  # a corpus or summary alone is rebuilt by a run of any one layer
+        chosen = " --layers " + ",".join(sorted(layers or {str(model.layers[0])}, key=int))
+    also = (
+        f" (with the run's --excerpts; it also rebuilds {', '.join(sorted(others))})"
+        if others
+        else ""
+    )
+    return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
+
+
+def command_view(args: argparse.Namespace, settings: Settings) -> None:
+    """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
+    from autointerp.viewer.pages import Site
+
+    model = settings.model(args.model)
+    if args.layers and not args.export:
+        raise InputError("--layers chooses what --export writes; the server shows every layer")
+    if args.export:
+        from autointerp.viewer.export import export_site
+
+        layers = parse_layers(args.layers, model) if args.layers else None
+        site = Site(settings, whole_layers=True)
+        done = export_site(site, model.name, Path(args.export), layers)
+        print(
+            f"wrote {done.pages} pages ({done.bytes / 1e6:.1f} MB) of {model.name}, layers "
+            f"{', '.join(map(str, done.layers))}, to {done.folder}; open "
+            f"{(done.folder / 'index.html').resolve()}"
+        )
+        return
+    from autointerp.viewer.web import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"autointerp view: serving on {args.host}, beyond this machine; the viewer has no "
+            "authentication",
+            file=sys.stderr,
+        )
+    print(f"autointerp view: http://{args.host}:{args.port}/m/{model.name}  (Ctrl-C stops)")
+    sys.stdout.flush()
+    serve(Site(settings), args.host, args.port, default_model=model.name)
+
+
 def command_ui(args: argparse.Namespace) -> None:
     """Replace this process with `dagster dev` on the project's workspace and instance."""
     from autointerp.config.settings import PROJECT_ROOT
@@ -442,6 +562,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument("--reference", help="with --models: the model compared against")
     study = sub.add_parser("study", help="train the activation study's models, explain, compare")
     study.add_argument("--excerpts", type=int, help="corpus excerpts each model is explained on")
+    repair = sub.add_parser(
+        "repair", help="restore damaged tables to their last readable state; fail dead runs"
+    )
+    repair.add_argument("--model", help="a model declared in autointerp.toml")
+
+    view = sub.add_parser(
+        "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
+    )
+    view.add_argument("--model", help="the model to open (default: the config's default)")
+    view.add_argument("--host", default=VIEW_HOST, help="default: loopback only")
+    view.add_argument("--port", type=int, default=VIEW_PORT)
+    view.add_argument("--export", metavar="DIR", help="write a static copy to DIR instead")
+    view.add_argument(
+        "--layers", help="with --export: '0,5,29', '0-29' or 'all' (default: every layer run)"
+    )
     ui = sub.add_parser("ui", help="start the Dagster UI on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -461,10 +596,24 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_compare(args, settings)
         elif args.command == "study":
             command_study(args, settings)
+        elif args.command == "repair":
+            command_repair(args, settings)
+
+        elif args.command == "view":
+            command_view(args, settings)
         elif args.command == "ui":
             command_ui(args)
-    except AutointerpError as err:
-        raise SystemExit(f"autointerp: {err}") from None
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise SystemExit(
+            "autointerp: interrupted; a rerun resumes where this one stopped"
+        ) from None
+    except Exception as err:  # every failure is one line; the trace goes to a file
+        home = settings.home if "settings" in locals() else Path.cwd()
+        trace = keep_trace(err, home) if not isinstance(err, AutointerpError) else None
+        where = f" (full trace in {trace})" if trace else ""
+        raise SystemExit(f"autointerp: {one_line(err)}{where}") from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ column in its definition metadata (`partition_column`, default "layer"); the ste
 written in one commit that replaces exactly them, so a single-run backfill over several layers is
 one Delta version and never deletes another layer. An input reads only the partitions the step
 needs; an unpartitioned downstream of a partitioned asset reads all of them.
+
+A keyed asset (definition metadata `key_column`, e.g. the corpus's `corpus_id`) holds one table
+partition per key, side by side: a write adds its key (and is a no-op when the key is there
+already: the key is a content hash), never touching another. Its readers read one key: the one
+this run materialized, else the one its latest materialization named.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ _versions_read: dict[tuple[str, dg.AssetKey], int | None] = {}
 
 def version_read(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> int | None:
     """The Delta version at which this run's step read the input `asset_key`."""
-    return _versions_read.get((context.run_id, asset_key))
+    return _versions_read.get((context.run.run_id, asset_key))
 
 
 class DeltaIOManager(dg.ConfigurableIOManager):
@@ -43,6 +48,19 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             column = _partition_column(context.definition_metadata)
             partitions = sorted(context.asset_partition_keys, key=_layer_order)
+        elif key := _metadata(context.definition_metadata, "key_column"):
+            column, partitions = key, sorted(str(v) for v in obj[key].unique())
+            held = delta.partition_values(uri, key, self.storage_options)
+            if set(partitions) <= held:  # content-addressed: the same key is the same rows
+                context.add_output_metadata(
+                    {
+                        "delta_version": delta.table_version(uri, self.storage_options),
+                        "written": False,
+                        key: ",".join(partitions),
+                        "table_uri": uri,
+                    }
+                )
+                return
         code_version = context.asset_spec.code_version
         version = delta.write_partitions(
             uri,
@@ -50,6 +68,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             partition_column=column,
             partitions=partitions,
             replace_within=_replace_within(context.definition_metadata),
+            row_group_rows=_row_group_rows(context.definition_metadata),
             commit_metadata={
                 "dagster_run_id": context.run_id,
                 "dagster_asset_key": context.asset_key.to_user_string(),
@@ -64,8 +83,36 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                 "dagster/row_count": obj.height,  # the key the UI charts
                 "table_uri": uri,
                 **({"partitions": ",".join(partitions)} if partitions else {}),
+                # A keyed table: the key written, which its readers read.
+                **(
+                    {column: ",".join(partitions)}
+                    if column and partitions and not context.has_asset_partitions
+                    else {}
+                ),
             }
         )
+
+    def _key_read(self, context: dg.InputContext) -> tuple[str | None, list[str] | None]:
+        """(key column, [key]) for an input from a keyed asset: the key this run materialized,
+        else the latest materialization's; (None, None) for any other input."""
+        upstream = context.upstream_output
+        key = _metadata(upstream.definition_metadata if upstream else {}, "key_column")
+        if key is None:
+            return None, None
+        instance = context.step_context.instance
+        own = [
+            record.event_log_entry.asset_materialization
+            for record in instance.get_records_for_run(
+                context.step_context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records
+            if record.event_log_entry.dagster_event.asset_key == context.asset_key
+        ]
+        event = instance.get_latest_materialization_event(context.asset_key)
+        chosen = own[-1] if own else (event.asset_materialization if event else None)
+        value = chosen.metadata.get(key) if chosen is not None else None
+        if value is None:  # written before the table was keyed: every row
+            return None, None
+        return key, [str(value.value)]
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         uri = self.table_uri(context.asset_key)
@@ -75,6 +122,8 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             upstream = context.upstream_output
             column = _partition_column(upstream.definition_metadata if upstream else {})
             partitions = context.asset_partition_keys
+        else:
+            column, partitions = self._key_read(context)
         # Pin the version first, so the version recorded is the one read.
         version = delta.table_version(uri, self.storage_options)
         _versions_read[(context.step_context.run_id, context.asset_key)] = version
@@ -99,9 +148,21 @@ class DeltaIOManager(dg.ConfigurableIOManager):
 
 
 def _partition_column(metadata: Mapping[str, Any]) -> str:
-    value = metadata.get("partition_column", DEFAULT_PARTITION_COLUMN)
+    return _metadata(metadata, "partition_column") or DEFAULT_PARTITION_COLUMN
+
+
+def _metadata(metadata: Mapping[str, Any], name: str) -> str | None:
+    value = metadata.get(name)
     # Definition metadata may arrive raw or wrapped in a MetadataValue.
-    return str(getattr(value, "value", value))
+    value = getattr(value, "value", value)
+    return None if value is None else str(value)
+
+
+def _row_group_rows(metadata: Mapping[str, Any]) -> int:
+    """Definition metadata `row_group_rows`: rows per Parquet row group (a table whose rows are
+    heavy asks for fewer, so a read of one neuron decodes little)."""
+    value = metadata.get("row_group_rows", delta.ROW_GROUP_ROWS)
+    return int(getattr(value, "value", value))
 
 
 def _replace_within(metadata: Mapping[str, Any]) -> dict[str, list[str]] | None:

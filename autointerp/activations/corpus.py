@@ -7,6 +7,7 @@ than a window is dropped, so every excerpt is a real stretch of one text.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from autointerp.activations.corpus_sources import Document
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.errors import InputError
+from autointerp.storage.hashing import canonical_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -135,6 +137,19 @@ def _frame(
             "license": pl.Series(licenses, dtype=pl.Utf8),
         }
     )
+
+
+def corpus_id(frame: pl.DataFrame, tokenizer: object) -> str:
+    """The corpus's identity: a hash of its content (every excerpt's id, token ids, source and
+    licence) and of the tokenizer that cut it. The same source, sample size, seed and tokenizer
+    give the same id; any difference in what the excerpts hold gives another."""
+    digest = hashlib.sha256()
+    digest.update(canonical_json(tokenizer).encode())
+    digest.update(frame["excerpt_id"].to_numpy().astype(np.int64).tobytes())
+    digest.update(frame["token_ids"].explode().to_numpy().astype(np.int64).tobytes())
+    for column in ("source", "license"):
+        digest.update(canonical_json(frame[column].to_list()).encode())
+    return f"corpus-{digest.hexdigest()[:16]}"
 
 
 def corpus_summary(frame: pl.DataFrame) -> dict:

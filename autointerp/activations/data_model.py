@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import polars as pl
+
 from autointerp.errors import InputError
+
+# Quantile band edges of an excerpt's maximum activation (REFERENCE.md): [0,.5], [.5,.9], [.9,.99],
+# [.99,.999]. Shown in the viewer; not used for scoring.
+QUANTILES = (0.0, 0.5, 0.9, 0.99, 0.999)
+N_BANDS = len(QUANTILES) - 1
 
 
 @dataclass(frozen=True)
@@ -39,3 +46,8 @@ def peak_activation(records: Sequence[ActivationRecord]) -> float:
     normalization, and every stage that speaks on that scale, divide by. 0 when none is
     positive."""
     return max((max([0.0, *r.activations]) for r in records), default=0.0)
+
+
+def is_dead(max_activation: pl.Expr) -> pl.Expr:
+    """A neuron that never fires: its largest activation over the corpus is not positive."""
+    return max_activation <= 0

@@ -13,6 +13,16 @@ def neuron_excerpts(top_k_excerpts: pl.DataFrame, corpus: pl.DataFrame) -> pl.Da
     """top_k_excerpts with each excerpt's token strings (`tokens`) from the corpus: what every
     stage reads. An excerpt missing from the corpus, or whose token count differs from its
     activation count, means the two tables do not belong together: InputError."""
+    if "corpus_id" in top_k_excerpts.columns and "corpus_id" in corpus.columns:
+        captured = set(top_k_excerpts["corpus_id"].drop_nulls().unique())
+        current = set(corpus["corpus_id"].unique())
+        if captured - current:
+            layers = sorted(top_k_excerpts["layer"].unique())
+            raise InputError(
+                f"layers {layers} were captured over {sorted(captured)}, not over the current "
+                f"corpus {sorted(current)}: run `autointerp run --layers ...` for them again"
+            )
+        corpus = corpus.drop("corpus_id")
     joined = top_k_excerpts.join(
         corpus.select("excerpt_id", "tokens"), on="excerpt_id", how="left"
     ).sort("layer", "neuron", "split", "kind", "rank")

@@ -22,14 +22,15 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
 
-# Quantile band edges of an excerpt's maximum activation (REFERENCE.md): [0,.5], [.5,.9], [.9,.99],
-# [.99,.999]. Shown in the viewer; not used for scoring.
-QUANTILES = (0.0, 0.5, 0.9, 0.99, 0.999)
-N_BANDS = len(QUANTILES) - 1
+# Rows per Parquet row group of the neuron_records table: a row is one neuron with every kept
+# excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
+# decodes 32 neurons, not a layer.
+RECORDS_ROW_GROUP_ROWS = 32
 
 
 class StreamingTopK:
@@ -362,12 +363,12 @@ def _nested(flat: np.ndarray, *lengths: np.ndarray) -> pl.Series:
 
 
 def records_summary(records: pl.DataFrame) -> pl.DataFrame:
-    """Per layer: neurons, how many never fire (max <= 0), and the spread of max activations."""
+    """Per layer: neurons, how many never fire (`is_dead`), and the spread of max activations."""
     return (
         records.group_by("layer")
         .agg(
             neurons=pl.len(),
-            dead=(pl.col("max_activation") <= 0).sum(),
+            dead=is_dead(pl.col("max_activation")).sum(),
             max_act_median=pl.col("max_activation").median(),
             max_act_p90=pl.col("max_activation").quantile(0.9),
             max_act_max=pl.col("max_activation").max(),

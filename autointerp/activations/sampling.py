@@ -45,6 +45,15 @@ class NeuronSample:
         )
 
 
+def is_sample_spec(spec: object) -> bool:
+    """Whether `spec` reads as a NeuronSample (`all`, `first:N`, `random:N:SEED`)."""
+    try:
+        NeuronSample.parse(str(spec))
+    except ConfigError:
+        return False
+    return True
+
+
 def select_neurons(
     neurons: Sequence[NeuronId], neuron_sample: str | NeuronSample
 ) -> list[NeuronId]:

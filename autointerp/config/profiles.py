@@ -23,10 +23,12 @@ set marks dependent assets unsynced while raising the concurrency does not.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from autointerp.activations.sampling import NeuronSample
+from autointerp.activations.sampling import is_sample_spec
+from autointerp.config.validation import Rule, above, at_least, between, build, matches, one_of
 from autointerp.config.versioning import Versioned
 from autointerp.errors import AutointerpError, ConfigError, InputError
 from autointerp.explain.baseline import BASELINE_VERSION, TOKEN_STATISTICS_EXPLAINER
@@ -43,7 +45,6 @@ from autointerp.simulate.simulator_prompt import (
 from autointerp.storage.hashing import content_hash
 
 KINDS = ("baseline", "llm")
-EXPLAINER_PROMPTS = (EXPLAINER_PROMPT_VERSION, TOKEN_LIST_PROMPT_VERSION)
 LLM_SIMULATOR_METHODS = (CHAT_LOGPROBS, ALL_AT_ONCE, PLAIN_TEXT)
 SIMULATOR_METHODS = (*LLM_SIMULATOR_METHODS, LEXICAL_SIMULATOR)
 # A paid run over every neuron of a model is a deliberate choice, so LLM explainers start small.
@@ -66,6 +67,20 @@ _OPERATIONAL = frozenset(
 _LEXICAL_WEIGHTS = frozenset(
     {"quoted_weight", "quoted_stem_weight", "word_weight", "context_weight"}
 )
+# The checks every LLM endpoint's settings share (see config.validation).
+_ENDPOINT_RULES: dict[str, Rule] = {
+    "api_key_env": matches(
+        r"[A-Za-z_][A-Za-z0-9_]*",
+        "the NAME of an environment variable (letters, digits, underscores), never the key",
+    ),
+    "max_concurrency": at_least(1, "a whole number"),
+    "timeout_s": above(0),
+    "max_attempts": at_least(1, "a whole number"),
+    "backoff_base_s": at_least(0),
+    "backoff_cap_s": at_least(0),
+    "prompt_price_per_m": at_least(0),
+    "completion_price_per_m": at_least(0),
+}
 # Keys a baseline profile takes; anything else (a model, a prompt) means kind = "llm" was meant.
 _BASELINE_KEYS = {
     "explainer": frozenset({"kind", "neuron_sample", "max_cues"}),
@@ -134,6 +149,17 @@ class ExplainerProfile(Versioned):
     max_cues: int = 5  # the baseline: how many tokens or contexts an explanation names
 
     OPERATIONAL = _OPERATIONAL
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        **_ENDPOINT_RULES,
+        "prompt": one_of(EXPLAINER_PROMPT_VERSION, TOKEN_LIST_PROMPT_VERSION),
+        "n": at_least(1, "a whole number"),
+        "temperature": between(0, 2),
+        "top_p": ((lambda v: 0 < v <= 1), "a number above 0, at most 1"),
+        "max_tokens": at_least(1, "a whole number"),
+        "max_prompt_tokens": at_least(1, "a whole number (or unset: no budget)"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "max_cues": at_least(1, "a whole number"),
+    }
 
     @property
     def hash(self) -> str:
@@ -178,6 +204,11 @@ class SimulatorProfile(Versioned):
 
     OPERATIONAL = _OPERATIONAL
     SINCE_DEFAULT = _LEXICAL_WEIGHTS
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        **_ENDPOINT_RULES,
+        "max_missing_share": between(0, 1),
+        **{weight: between(0, 10) for weight in _LEXICAL_WEIGHTS},
+    }
 
     @property
     def hash(self) -> str:
@@ -228,14 +259,6 @@ BUILTIN_EXPLAINERS = {
 BUILTIN_SIMULATORS = {LEXICAL_SIMULATOR: SimulatorProfile(LEXICAL_SIMULATOR, kind="baseline")}
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-}
-
-
 def _build(cls: type, role: str, name: str, raw: Any, defaults: dict[str, Any]) -> Any:
     """A profile from its section: keys known, types right, baselines free of LLM settings."""
     if not isinstance(raw, dict):
@@ -253,21 +276,7 @@ def _build(cls: type, role: str, name: str, raw: Any, defaults: dict[str, Any]) 
             f"{role} {name!r} is a baseline and takes only {sorted(_BASELINE_KEYS[role])}; "
             f'{sorted(extra)} belong to kind = "llm"'
         )
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.name != "name"}
-    if unknown := set(raw) - set(fields):
-        raise ConfigError(
-            f"{role} {name!r}: unknown keys {sorted(unknown)}; known: {sorted(fields)}"
-        )
-    for key, value in raw.items():
-        # Annotations read "int", "float | None", ...: the first names the type, None may follow.
-        types = fields[key].split(" | ")
-        if value is None and "None" in types:
-            continue
-        if (isinstance(value, bool) and types[0] != "bool") or not isinstance(
-            value, _TYPES[types[0]]
-        ):
-            raise ConfigError(f"{role} {name!r}: {key} must be {fields[key]}, not {value!r}")
-    profile = cls(name=name, **(defaults | raw))
+    profile = build(cls, f"{role}s.{name}", raw, fixed={"name": name}, defaults=defaults)
     if kind == "llm":
         if not profile.model:
             raise ConfigError(f"{role} {name!r}: an llm profile needs a model")
@@ -288,19 +297,7 @@ def explainer_profile(name: str, raw: Any) -> ExplainerProfile:
     """One `[explainers.NAME]` section, checked."""
     llm = isinstance(raw, dict) and raw.get("kind") == "llm"
     defaults = {"neuron_sample": LLM_NEURON_SAMPLE if llm else "all"}
-    profile = _build(ExplainerProfile, "explainer", name, raw, defaults)
-    NeuronSample.parse(profile.neuron_sample)
-    if profile.prompt not in EXPLAINER_PROMPTS:
-        raise ConfigError(
-            f"explainer {name!r}: prompt must be one of {EXPLAINER_PROMPTS}, not {profile.prompt!r}"
-        )
-    if profile.n < 1 or profile.max_tokens < 1:
-        raise ConfigError(f"explainer {name!r}: n and max_tokens must be >= 1")
-    if not (0 <= profile.temperature <= 2 and 0 < profile.top_p <= 1):
-        raise ConfigError(f"explainer {name!r}: temperature must be in [0, 2] and top_p in (0, 1]")
-    if profile.max_prompt_tokens is not None and profile.max_prompt_tokens < 1:
-        raise ConfigError(f"explainer {name!r}: max_prompt_tokens must be >= 1 when given")
-    return profile
+    return _build(ExplainerProfile, "explainer", name, raw, defaults)
 
 
 def simulator_profile(name: str, raw: Any) -> SimulatorProfile:
@@ -312,11 +309,6 @@ def simulator_profile(name: str, raw: Any) -> SimulatorProfile:
         raise ConfigError(
             f"simulator {name!r} of kind {profile.kind!r}: method must be one of {allowed}, not "
             f"{raw.get('method')!r}"
-        )
-    if not 0 <= profile.max_missing_share <= 1:
-        raise ConfigError(
-            f"simulator {name!r}: max_missing_share must be in [0, 1], not "
-            f"{profile.max_missing_share!r}"
         )
     return dataclasses.replace(profile, method=method)
 

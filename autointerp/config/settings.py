@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
-from autointerp.activations.sampling import NeuronSample
+from autointerp.activations.sampling import is_sample_spec
 from autointerp.config.profiles import Profiles, load_profiles
+from autointerp.config.validation import Rule, at_least, between, build, matches, one_of
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN_LIST_TOP
@@ -50,10 +53,18 @@ class ModelSpec:
     hf_id: str | None = None
     path: str | None = None
     gguf: GgufSource | None = None
-    dtype: str = "auto"  # auto: bfloat16 on CPU (measured ~2-5x faster than fp32), fp16 on CUDA
+    dtype: str = "auto"  # auto: bfloat16 (measured ~2-5x faster than fp32 on CPU), see load
     device: str = "auto"  # auto: CUDA when present
     batch_size: int = 32
     context_length: int = 2048
+
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "num_layers": at_least(1, "a whole number"),
+        "batch_size": at_least(1, "a whole number"),
+        "context_length": at_least(1, "a whole number"),
+        "dtype": one_of(*DTYPES),
+        "device": matches(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N, mps or xpu"),
+    }
 
     @property
     def key_prefix(self) -> str:
@@ -79,6 +90,17 @@ class CorpusSpec:
     text_field: str = "text"  # field or column holding the text (jsonl, parquet, hf)
     hf_split: str = "train"
 
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "source": matches(
+            r"shakespeare|fortunes|(text|jsonl|parquet|hf):.+",
+            "shakespeare, fortunes, text:PATH, jsonl:PATH, parquet:PATH or hf:DATASET_ID",
+        ),
+        "excerpt_tokens": at_least(1, "a whole number"),
+        "max_excerpts": at_least(1, "a whole number (or unset: every excerpt)"),
+        "text_field": matches(r".+", "a field name"),
+        "hf_split": matches(r".+", "a split name"),
+    }
+
 
 @dataclass(frozen=True)
 class RecordsSpec(Versioned):
@@ -99,13 +121,17 @@ class RecordsSpec(Versioned):
     seed: int = 0
     top_mean_tokens: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("top_k", "random_k", "reference_k", "quantile_k", "boundary_pool", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"[records] {name} = {value!r}: a whole number >= 0 is needed")
-        if self.top_k < 1 or self.boundary_pool < 1:
-            raise ConfigError("[records] top_k and boundary_pool must be at least 1")
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        # The reference's splits need a top excerpt for each of train, calibration, valid and
+        # test, and a random one for each scoring split.
+        "top_k": at_least(4, "a whole number (one per split: train, calibration, valid, test)"),
+        "random_k": at_least(3, "a whole number (one per scoring split)"),
+        "reference_k": at_least(0, "a whole number"),
+        "quantile_k": at_least(0, "a whole number"),
+        "boundary_pool": at_least(1, "a whole number"),
+        "seed": at_least(0, "a whole number"),
+        "top_mean_tokens": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,20 @@ class RevisionSpec(Versioned):
     texts_per_pass: int = 1024  # texts run through the subject model at once (memory bound)
 
     OPERATIONAL = frozenset({"texts_per_pass"})  # a memory bound: it changes no result
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "rounds": at_least(0, "a whole number"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "n_texts": at_least(1, "a whole number"),
+        "mine_k": at_least(0, "a whole number"),
+        "min_miss": between(0, 1),
+        "generation_tokens_per_text": at_least(1, "a whole number"),
+        "high_prediction": between(0, 10),
+        "fired": between(0, 1),
+        "strong": between(0, 1),
+        "min_misfires": at_least(1, "a whole number"),
+        "misfire_ratio": at_least(0),
+        "texts_per_pass": at_least(1, "a whole number"),
+    }
     SINCE_DEFAULT = frozenset(
         {
             "generation_tokens_per_text",
@@ -163,9 +203,12 @@ class SummarySpec(Versioned):
 
     SINCE_DEFAULT = frozenset({"bootstrap_samples", "bootstrap_seed"})
     OPERATIONAL = frozenset({"floor_sample", "floor_seed"})  # versions simulations, not summaries
-
-    def __post_init__(self) -> None:
-        NeuronSample.parse(self.floor_sample)
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "bootstrap_samples": at_least(100, "a whole number"),
+        "bootstrap_seed": at_least(0, "a whole number"),
+        "floor_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
+        "floor_seed": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -202,6 +245,32 @@ class StudySpec(Versioned):
     explain_excerpts: int = 4000  # corpus excerpts each model is explained on (`autointerp study`)
 
     OPERATIONAL = frozenset({"device", "explain_excerpts"})
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "activations": (
+            lambda names: (
+                len(names) >= 1
+                and len(set(names)) == len(names)
+                and set(names) <= set(STUDY_ACTIVATIONS)
+            ),
+            f"distinct names among {', '.join(STUDY_ACTIVATIONS)}",
+        ),
+        "vocab_size": at_least(257, "a whole number above the 256 bytes"),
+        **dict.fromkeys(
+            ("num_layers", "hidden_size", "num_heads", "mlp_width", "context_length"),
+            at_least(1, "a whole number"),
+        ),
+        "heldout_fraction": (lambda share: 0 < share < 1, "a number between 0 and 1"),
+        **dict.fromkeys(
+            ("steps", "batch_size", "eval_every", "eval_windows"), at_least(1, "a whole number")
+        ),
+        "learning_rate": (lambda rate: rate > 0, "a number > 0"),
+        "warmup_steps": at_least(0, "a whole number"),
+        "weight_decay": at_least(0),
+        "seed": at_least(0, "a whole number"),
+        "min_margin": at_least(0),
+        "device": ModelSpec.RULES["device"],
+        "explain_excerpts": at_least(1, "a whole number"),
+    }
 
     @property
     def model_names(self) -> dict[str, str]:
@@ -245,6 +314,8 @@ class ComparisonSpec:
     models: tuple[str, ...] = ()  # declared models; empty: the study's models
     reference: str | None = None  # None: the first model
     depth_bins: int = 4  # layers are grouped by relative depth into this many bins
+
+    RULES: ClassVar[Mapping[str, Rule]] = {"depth_bins": at_least(1, "a whole number")}
 
 
 @dataclass(frozen=True)
@@ -308,20 +379,18 @@ class Settings:
         return self.models[name]
 
 
-def _model_spec(name: str, raw: dict) -> ModelSpec:
+def _model_spec(name: str, raw: Any) -> ModelSpec:
+    section = f"models.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] must be a table of settings, not {raw!r}")
     raw = dict(raw)
+    if "num_layers" not in raw:
+        raise ConfigError(f"[{section}] num_layers is missing: the model's number of layers")
     gguf = raw.pop("gguf", None)
-    try:
-        spec = ModelSpec(name=name, gguf=GgufSource(**gguf) if gguf else None, **raw)
-    except TypeError as err:
-        raise ConfigError(f"model {name!r}: {err}") from None
-    sources = [s for s in (spec.hf_id, spec.path, spec.gguf) if s]
-    if len(sources) != 1:
-        raise ConfigError(f"model {name!r}: give exactly one of hf_id, path or gguf")
-    if spec.dtype not in DTYPES:
-        raise ConfigError(f"model {name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
-    if spec.num_layers < 1 or spec.batch_size < 1 or spec.context_length < 1:
-        raise ConfigError(f"model {name!r}: num_layers, batch_size, context_length must be >= 1")
+    source = build(GgufSource, f"{section}.gguf", gguf, rules={}) if gguf is not None else None
+    spec = build(ModelSpec, section, raw, fixed={"name": name, "gguf": source})
+    if len([s for s in (spec.hf_id, spec.path, spec.gguf) if s]) != 1:
+        raise ConfigError(f"[{section}] give exactly one of hf_id, path or gguf")
     return spec
 
 
@@ -329,24 +398,13 @@ def _study(raw: dict, models: dict[str, ModelSpec], home: Path) -> StudySpec | N
     """The [study] section, its trained models added to `models` as subject models."""
     if "study" not in raw:
         return None
-    section = dict(raw["study"])
-    if "activations" in section:
-        section["activations"] = tuple(section["activations"])
-    study = _section({"study": section}, "study", StudySpec)
-    unknown = [a for a in study.activations if a not in STUDY_ACTIVATIONS]
-    if unknown or len(set(study.activations)) != len(study.activations):
-        raise ConfigError(
-            f"[study] activations {list(study.activations)}: give distinct names among "
-            f"{', '.join(STUDY_ACTIVATIONS)}"
-        )
-    sizes = ("vocab_size", "num_layers", "hidden_size", "num_heads", "mlp_width", "context_length")
-    counts = (*sizes, "steps", "batch_size", "eval_every", "eval_windows")
-    if any(getattr(study, name) < 1 for name in counts) or study.vocab_size <= 256:
-        raise ConfigError(
-            f"[study] {', '.join(counts)} must be at least 1, and vocab_size above the 256 bytes"
-        )
+    study = _section(raw, "study", StudySpec)
+    study = replace(study, activations=tuple(study.activations))
     if study.hidden_size % study.num_heads:
-        raise ConfigError("[study] hidden_size must be a multiple of num_heads")
+        raise ConfigError(
+            f"[study] hidden_size = {study.hidden_size}: a multiple of num_heads "
+            f"({study.num_heads})"
+        )
     for activation, name in study.model_names.items():
         if name in models:
             raise ConfigError(f"[models.{name}] clashes with the study's model of that name")
@@ -356,31 +414,25 @@ def _study(raw: dict, models: dict[str, ModelSpec], home: Path) -> StudySpec | N
 
 def _comparison(raw: dict, models: dict[str, ModelSpec], study: StudySpec | None) -> ComparisonSpec:
     """The [comparison] section, its models defaulting to the study's, all of them declared."""
-    section = dict(raw.get("comparison", {}))
-    if "models" in section:
-        section["models"] = tuple(section["models"])
-    comparison = _section({"comparison": section}, "comparison", ComparisonSpec)
+    comparison = _section(raw, "comparison", ComparisonSpec)
+    comparison = replace(comparison, models=tuple(comparison.models))
     if not comparison.models and study is not None:
         comparison = replace(comparison, models=tuple(study.model_names.values()))
     unknown = [name for name in comparison.models if name not in models]
     if unknown:
         raise ConfigError(
-            f"[comparison] models {unknown} are not declared; models: {', '.join(sorted(models))}"
+            f"[comparison] models = {unknown}: declared models, among {', '.join(sorted(models))}"
         )
     if comparison.reference is not None and comparison.reference not in comparison.models:
         raise ConfigError(
-            f"[comparison] reference {comparison.reference!r} is not one of its models"
+            f"[comparison] reference = {comparison.reference!r}: one of its models "
+            f"({', '.join(comparison.models) or 'none'})"
         )
-    if comparison.depth_bins < 1:
-        raise ConfigError("[comparison] depth_bins must be at least 1")
     return comparison
 
 
-def _section(raw: dict, key: str, cls: type) -> object:
-    try:
-        return cls(**raw.get(key, {}))
-    except TypeError as err:
-        raise ConfigError(f"[{key}]: {err}") from None
+def _section(raw: dict, key: str, cls: type) -> Any:
+    return build(cls, key, raw.get(key, {}))
 
 
 def load_settings(
@@ -398,7 +450,10 @@ def load_settings(
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
     home = home.expanduser().resolve()
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
-    models = {name: _model_spec(name, spec) for name, spec in raw.get("models", {}).items()}
+    declared = raw.get("models", {})
+    if not isinstance(declared, dict):
+        raise ConfigError("[models] must hold one table per model, e.g. [models.NAME]")
+    models = {name: _model_spec(name, spec) for name, spec in declared.items()}
     study = _study(raw, models, home)
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):

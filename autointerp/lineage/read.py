@@ -21,7 +21,7 @@ profiles it replaced); a commit that recorded nothing is taken to have written e
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +70,7 @@ _SIMULATION_COLUMNS = [*_CHAIN, "excerpt_id", "split", "kind", "true_activations
 _SIMULATION_COLUMNS += ["expected_activations", "call_ids", "error"]
 _EXPLANATION_COLUMNS = ["explainer", "explainer_hash", "sample", "explanation", "prompt_hash"]
 _EXPLANATION_COLUMNS += ["call_ids", "error"]
-_CALL_COLUMNS = [c for c in CALLS_SCHEMA if c not in ("latency_s", "attempts")]
+CALL_COLUMNS = [c for c in CALLS_SCHEMA if c not in ("latency_s", "attempts")]
 _EXCERPT_COLUMNS = ["split", "kind", "rank", "excerpt_id", "max_activation"]
 # What each table's reads take, with their types, so a table never written reads as empty.
 _SCHEMAS = {
@@ -146,27 +146,31 @@ class _Tables:
                 )
         return self._frames[key]
 
-    def writer(self, table: str, version: int, rows: Mapping[str, object]) -> Commit | None:
-        """The newest data commit at or before `version` that replaced `rows`, by what the
-        project's own writes record in their commit metadata (`delta.replaced_rows`)."""
-        for entry in self.history(table):  # newest first
-            if entry["version"] > version or entry.get("operation") not in _DATA_OPERATIONS:
-                continue
-            replaced = delta.replaced_rows(entry)
-            if replaced is None or all(
-                str(rows[column]) in values for column, values in replaced.items() if column in rows
-            ):
-                return Commit(
-                    version=entry["version"],
-                    timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).isoformat(
-                        timespec="milliseconds"
-                    ),
-                    operation=entry["operation"],
-                    dagster_run_id=entry.get("dagster_run_id"),
-                    dagster_asset_key=entry.get("dagster_asset_key"),
-                    code_version=entry.get("dagster_code_version"),
-                )
-        return None
+
+def writer_commit(
+    history: Sequence[Mapping[str, Any]], version: int, rows: Mapping[str, object]
+) -> Commit | None:
+    """Of a table's commits (newest first), the newest data commit at or before `version` that
+    replaced `rows`, by what the project's own writes record in their commit metadata
+    (`delta.replaced_rows`)."""
+    for entry in history:
+        if entry["version"] > version or entry.get("operation") not in _DATA_OPERATIONS:
+            continue
+        replaced = delta.replaced_rows(entry)
+        if replaced is None or all(
+            str(rows[column]) in values for column, values in replaced.items() if column in rows
+        ):
+            return Commit(
+                version=entry["version"],
+                timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                operation=entry["operation"],
+                dagster_run_id=entry.get("dagster_run_id"),
+                dagster_asset_key=entry.get("dagster_asset_key"),
+                code_version=entry.get("dagster_code_version"),
+            )
+    return None
 
 
 def _score_rows(
@@ -228,7 +232,12 @@ def _first(rows: pl.DataFrame, column: str) -> str | None:
     return rows[column][0] if column in rows.columns else None
 
 
-def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
+def table_reads(
+    rows: pl.DataFrame, history: Callable[[str], Sequence[Mapping[str, Any]]]
+) -> list[TableRead]:
+    """Every table of the chain behind one explanation sample's score rows (`rows`, of one
+    layer): the version the rows recorded (else the latest, from `history(table)`, newest
+    first) and the commit that wrote the rows read there."""
     key = rows.row(0, named=True)
     identity = {
         "scores": {"explainer": key["explainer"], "simulator": key["simulator"]},
@@ -237,15 +246,21 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
         EXPLAINER_CALLS: {"profile": key["explainer"]},
         SIMULATOR_CALLS: {"profile": key["simulator"]},
     }
-    versions: dict[str, int | None] = {}
     reads = []
     for table in TABLES:
+        commits = history(table)
         recorded = None if table == "scores" else _recorded(rows, table)
-        version = recorded if recorded is not None else tables.latest(table)
-        versions[table] = version
-        rows_of = {PARTITION: tables.layer, **identity.get(table, {})}
-        writer = None if version is None else tables.writer(table, version, rows_of)
+        version = recorded if recorded is not None else (commits[0]["version"] if commits else None)
+        rows_of = {PARTITION: key[PARTITION], **identity.get(table, {})}
+        writer = None if version is None else writer_commit(commits, version, rows_of)
         reads.append(TableRead(table, version, recorded is not None, writer))
+    return reads
+
+
+def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
+    key = rows.row(0, named=True)
+    reads = table_reads(rows, tables.history)
+    versions = {read.table: read.version for read in reads}
 
     def matching(table: str, columns: Sequence[str], on: Sequence[str]) -> pl.DataFrame:
         frame = tables.read(
@@ -276,7 +291,7 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
             error=found["error"],
         )
     excerpt_ids = {*simulations["excerpt_id"].to_list(), *shown["excerpt_id"].to_list()}
-    texts = _texts(tables, versions["corpus"], excerpt_ids)
+    texts = _texts(tables, versions["corpus"], excerpt_ids, _first(rows, "corpus_id"))
     simulation_call_ids = sorted({i for ids in simulations["call_ids"].to_list() for i in ids})
     return ScoreChain(
         explainer=key["explainer"],
@@ -330,13 +345,17 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
     )
 
 
-def _texts(tables: _Tables, version: int | None, excerpt_ids: set[int]) -> dict[int, str]:
-    """Each excerpt's text; the corpus is one unpartitioned table, read once per version."""
+def _texts(
+    tables: _Tables, version: int | None, excerpt_ids: set[int], corpus_id: str | None
+) -> dict[int, str]:
+    """Each excerpt's text, from the corpus the score names (several live side by side in the
+    corpus table, keyed by corpus_id; a score that names none reads the whole table)."""
     if version is None or not excerpt_ids:
         return {}
-    corpus = tables.read("corpus", version, ["excerpt_id", "text"], partitioned=False)
+    where = pl.col("corpus_id") == corpus_id if corpus_id is not None else None
+    corpus = tables.read("corpus", version, ["excerpt_id", "text"], partitioned=False, where=where)
     found = corpus.filter(pl.col("excerpt_id").is_in(list(excerpt_ids)))
-    return dict(found.iter_rows())
+    return dict(found.select("excerpt_id", "text").iter_rows())
 
 
 def _calls(
@@ -345,9 +364,14 @@ def _calls(
     if not call_ids:
         return []
     wanted = pl.col("call_id").is_in(list(call_ids))
-    frame = tables.read(table, versions[table], _CALL_COLUMNS, where=wanted)
+    return llm_calls(tables.read(table, versions[table], CALL_COLUMNS, where=wanted))
+
+
+def llm_calls(frame: pl.DataFrame) -> list[LLMCall]:
+    """Audit rows of LLM calls (CALL_COLUMNS) as calls, each once, with the prompt as sent."""
     calls = []
-    for row in frame.drop(PARTITION).unique("call_id").sort("call_id").iter_rows(named=True):
+    rows = frame.select(CALL_COLUMNS).unique("call_id").sort("call_id")
+    for row in rows.iter_rows(named=True):
         request = json.loads(row.pop("request_json"))
         calls.append(
             LLMCall(
@@ -405,6 +429,22 @@ def reproduce_score(
     )
 
 
+# The counterexample columns a revision round shows: with the tokens and both activations, so
+# each text can be drawn as the neuron and the simulator saw it.
+COUNTEREXAMPLE_COLUMNS = [
+    "neuron",
+    "explainer",
+    "source",
+    "expected",
+    "text",
+    "tokens",
+    "true_activations",
+    "predicted",
+    "miss",
+    "error",
+]
+
+
 def revision_history(
     model_root: str,
     layer: int,
@@ -430,27 +470,39 @@ def revision_history(
             f"{root}/counterexamples_r{k}",
             partition_column=PARTITION,
             partitions=[layer],
-            columns=["neuron", "explainer", "source", "expected", "text", "miss", "error"],
+            columns=COUNTEREXAMPLE_COLUMNS,
             where=where,
             storage_options=storage_options,
         )
-        for row in revised.iter_rows(named=True):
-            shown = counter.filter(pl.col("explainer") == row["explainer"]).sort(
-                "miss", descending=True, nulls_last=True
-            )
-            rounds.append(
-                RevisionRound(
-                    round=k,
-                    explainer=row["explainer"],
-                    previous_explanation=row["previous_explanation"],
-                    revised_explanation=row["revised_explanation"],
-                    kept=bool(row["kept"]),
-                    previous_score=row["previous_score"],
-                    candidate_score=row["candidate_score"],
-                    reported_score=row["reported_score"],
-                    error=row["error"],
-                    counterexamples=shown.drop("neuron", "explainer", PARTITION).to_dicts(),
-                )
-            )
+        rounds += revision_round(k, revised, counter)
         k += 1
+    return rounds
+
+
+def revision_round(
+    k: int, revised: pl.DataFrame, counterexamples: pl.DataFrame
+) -> list[RevisionRound]:
+    """Round `k` of one neuron: its revised_explanations_rK rows, each with its explainer's
+    counterexamples_rK rows (largest miss first; the columns read, less neuron and explainer)."""
+    rounds = []
+    for row in revised.iter_rows(named=True):
+        shown = counterexamples.filter(pl.col("explainer") == row["explainer"]).sort(
+            "miss", descending=True, nulls_last=True
+        )
+        rounds.append(
+            RevisionRound(
+                round=k,
+                explainer=row["explainer"],
+                previous_explanation=row["previous_explanation"],
+                revised_explanation=row["revised_explanation"],
+                kept=bool(row["kept"]),
+                previous_score=row["previous_score"],
+                candidate_score=row["candidate_score"],
+                reported_score=row["reported_score"],
+                error=row["error"],
+                counterexamples=shown.drop(
+                    "neuron", "explainer", PARTITION, strict=False
+                ).to_dicts(),
+            )
+        )
     return rounds

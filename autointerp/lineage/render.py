@@ -1,4 +1,5 @@
-"""The lineage for people and programs: text for a terminal, plain JSON for tools."""
+"""The lineage for people and programs: text for a terminal, plain JSON for tools. Corpus and
+LLM text is untrusted: the terminal text shows its control characters as escapes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from autointerp.lineage.chain import Lineage, LLMCall, RevisionRound, ScoreChain
+from autointerp.safe_text import printable
 
 
 def to_json(lineage: Lineage) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def render_text(lineage: Lineage, *, width: int = 100) -> str:
     printed: set[str] = set()  # calls whose prompt is already shown: samples share a call
     for chain in lineage.chains:
         lines += _render_chain(chain, width, printed)
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # corpus and LLM text: never raw to a terminal
 
 
 def _render_chain(chain: ScoreChain, width: int, printed: set[str]) -> list[str]:
@@ -145,7 +147,7 @@ def render_revisions(rounds: Sequence[RevisionRound]) -> str:
         for c in r.counterexamples:
             text = (c["text"] or "").replace("\n", " ")[:80]
             lines.append(f"    {c['source']:9} {c['expected']:15} miss {_fmt(c['miss'])}  {text}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # corpus and LLM text: never raw to a terminal
 
 
 def revisions_json(rounds: Sequence[RevisionRound]) -> list[dict[str, Any]]:

@@ -35,19 +35,31 @@ from autointerp.llm.cache import ResponseCache, request_hash
 from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import CallResult, LLMRequest, Status
 from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
-from autointerp.llm.retry import attempt_cost, backoff, classify
-from autointerp.llm.secrets import scrub
+from autointerp.llm.retry import attempt_cost, backoff, classify, refused
+from autointerp.llm.secrets import scrub, scrub_body
 
 log = logging.getLogger(__name__)
 
 
+# Refused connections, before any call of a batch got through, that stop the batch: nothing
+# listens at the endpoint, and retrying every call would only make the user wait.
+REFUSALS_TO_STOP = 3
+
+
+class EndpointUnreachable(InputError):
+    """Nothing answers at an endpoint: a batch stops at once rather than retry every call."""
+
+
 class _Session:
-    """What belongs to one event loop: the HTTP client, the concurrency bound, calls in flight."""
+    """What belongs to one event loop: the HTTP client, the concurrency bound, calls in flight,
+    and whether the endpoint has answered yet."""
 
     def __init__(self, client: openai.AsyncOpenAI, max_concurrency: int) -> None:
         self.client = client
         self.semaphore = asyncio.Semaphore(max_concurrency)
         self.inflight: dict[str, asyncio.Future[CallResult]] = {}
+        self.answered = False
+        self.refusals = 0
 
 
 class LLMClient:
@@ -282,7 +294,9 @@ class LLMClient:
                 body: str | None = None
                 try:
                     async with asyncio.timeout(endpoint.timeout_s):
-                        body = await self._send(session.client, payload)
+                        body = scrub_body(
+                            await self._send(session.client, payload), session.client.api_key
+                        )
                     parsed = parse_response(request.kind, body)
                 except (openai.OpenAIError, InvalidResponse, TimeoutError) as err:
                     failure = classify(err, endpoint.timeout_s)
@@ -290,7 +304,15 @@ class LLMClient:
                     failed_cost = (
                         None if spent is None or failed_cost is None else failed_cost + spent
                     )
+                    session.refusals += refused(err)
+                    if not session.answered and session.refusals >= REFUSALS_TO_STOP:
+                        raise EndpointUnreachable(
+                            f"nothing answers at {endpoint.shown} (connection refused "
+                            f"{session.refusals} times): start the server, or set the profile's "
+                            "base_url to where it listens"
+                        ) from None
                 else:
+                    session.answered = True
                     if self.cache is not None:
                         await asyncio.to_thread(self.cache.put, key, payload, body, replace=stale)
                     return self._result(

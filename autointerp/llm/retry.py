@@ -66,6 +66,14 @@ def backoff(endpoint: Endpoint, attempt: int, rng: random.Random) -> float:
     return delay * rng.uniform(1 - jitter, 1 + jitter)
 
 
+def refused(err: Exception) -> bool:
+    """Whether the endpoint refused the connection: nothing listens there."""
+    if not isinstance(err, openai.APIConnectionError) or isinstance(err, openai.APITimeoutError):
+        return False
+    cause = err.__cause__
+    return type(cause).__name__ == "ConnectError" or "refused" in str(cause).lower()
+
+
 def attempt_cost(endpoint: Endpoint, err: Exception, body: str | None) -> float | None:
     """What a failed attempt cost: the usage its reply reported (a garbled or refused reply may
     still have been computed and billed), 0 without one, None when unknown (a timeout: the

@@ -14,7 +14,14 @@ _SECRET_PATTERNS = (
 
 
 def scrub(text: str, key: str) -> str:
+    """An error text without the key, an Authorization header's value or anything key-like."""
+    text = scrub_body(text, key)
+    return _SECRET_PATTERNS[0].sub(r"\1[redacted]", text)
+
+
+def scrub_body(body: str, key: str) -> str:
+    """A reply's body without the key or anything key-like, before it is parsed, cached or
+    written: a server that echoes the key in a successful reply must not get it stored."""
     if key and key != NO_KEY:
-        text = text.replace(key, "[api key]")
-    text = _SECRET_PATTERNS[0].sub(r"\1[redacted]", text)
-    return _SECRET_PATTERNS[1].sub("[redacted]", text)
+        body = body.replace(key, "[api key]")
+    return _SECRET_PATTERNS[1].sub("[redacted]", body)

@@ -13,12 +13,14 @@ they are compared as the partition column's type, so integer partition columns w
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from autointerp.errors import InputError
 
@@ -29,12 +31,15 @@ PartitionValue = int | str
 _UNREADABLE = (DeltaError, OSError, pl.exceptions.ComputeError, pl.exceptions.PanicException)
 
 
+# Tries of a commit that loses a race with another writer of the same table.
+COMMIT_ATTEMPTS = 8
 # Commit metadata: the {column: values} a write replaced (every row when empty).
 REPLACED_KEY = "autointerp_replaced"
 
 # Row groups small enough that a read of one neuron (rows are written sorted by neuron) skips
-# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536.
-WRITER = WriterProperties(max_row_group_size=4096)
+# most of a layer by the groups' statistics: lineage reads one neuron out of 1,536. A table with
+# one heavy row per neuron (neuron_records) asks for fewer rows per group.
+ROW_GROUP_ROWS = 4096
 
 
 class TableNotMaterializedError(InputError):
@@ -50,6 +55,7 @@ def write_partitions(
     commit_metadata: Mapping[str, str],
     replace_within: Mapping[str, Sequence[str]] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> int:
     """Write `frame` in one commit and return the Delta version it created.
 
@@ -61,44 +67,82 @@ def write_partitions(
     to no value of it: those partitions are replaced whole.
     """
     options = dict(storage_options) if storage_options else None
-    existing = _open_for_write(uri, options)
-    replaced: dict[str, list[Any]] = {}  # what this commit replaced, for readers of the history
+    data = frame.to_arrow()
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        existing = _open_for_write(uri, options)
+        layout, replaced = _layout(
+            uri, frame, existing, partition_column, partitions, replace_within
+        )
+        try:
+            write_deltalake(
+                existing if existing is not None else uri,
+                data,
+                mode="overwrite",
+                storage_options=options,
+                commit_properties=CommitProperties(
+                    custom_metadata={**commit_metadata, REPLACED_KEY: json.dumps(replaced)}
+                ),
+                writer_properties=WriterProperties(max_row_group_size=row_group_rows),
+                **layout,
+            )
+        except (CommitFailedError, DeltaError) as error:
+            # Another writer committed first (or created the table): re-read the table and
+            # re-apply this write, which replaces only its own partitions.
+            if attempt == COMMIT_ATTEMPTS or not _conflict(error):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+            continue
+        # A table object written through holds the version of its own commit, even when
+        # another writer committed meanwhile; a table just created is read back.
+        if existing is not None:
+            return existing.version()
+        return _open(uri, storage_options).version()
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _conflict(error: Exception) -> bool:
+    """Whether a failed commit lost a race with another writer (worth re-reading and trying)."""
+    if isinstance(error, CommitFailedError):
+        return True
+    text = str(error).lower()
+    return "already exists" in text or ("version" in text and "conflict" in text)
+
+
+def _layout(
+    uri: str,
+    frame: pl.DataFrame,
+    existing: DeltaTable | None,
+    partition_column: str | None,
+    partitions: Sequence[PartitionValue] | None,
+    replace_within: Mapping[str, Sequence[str]] | None,
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The write's options (predicate, partitioning, schema mode) against the table as it is
+    now, and what it replaces {column: values}, recorded in the commit for readers."""
+    replaced: dict[str, list[Any]] = {}
     if partition_column is None:
         if partitions is not None:
             raise InputError(f"{uri}: partitions {list(partitions)} given without a column")
         # partition_by=[] also unpartitions a table that was once partitioned.
-        layout: dict[str, Any] = {"partition_by": [], "schema_mode": "overwrite"}
-    else:
-        values = _checked_partitions(uri, frame, partition_column, partitions)
-        predicate = [_in_predicate(partition_column, values)]
-        replaced[partition_column] = values
-        known = existing.schema().to_arrow().names if existing is not None else []
-        for column, allowed in (replace_within or {}).items():
-            _checked_partitions(uri, frame, column, list(allowed))
-            if column in known:
-                predicate.append(_in_predicate(column, list(allowed)))
-                replaced[column] = list(allowed)
-        layout = {
-            "predicate": " AND ".join(predicate),
-            "partition_by": [partition_column],
-            "schema_mode": "merge",
-        }
-    write_deltalake(
-        existing if existing is not None else uri,
-        frame.to_arrow(),
-        mode="overwrite",
-        storage_options=options,
-        commit_properties=CommitProperties(
-            custom_metadata={**commit_metadata, REPLACED_KEY: json.dumps(replaced)}
-        ),
-        writer_properties=WRITER,
-        **layout,
-    )
-    # A table object written through holds the version of its own commit, even when another
-    # writer committed meanwhile; a table just created is read back.
-    if existing is not None:
-        return existing.version()
-    return _open(uri, storage_options).version()
+        return {"partition_by": [], "schema_mode": "overwrite"}, replaced
+    values = _checked_partitions(uri, frame, partition_column, partitions)
+    if existing is not None and existing.metadata().partition_columns != [partition_column]:
+        # A table laid out another way (e.g. written before it was keyed by this column) is
+        # replaced whole in the new layout; its earlier versions stay readable by time travel.
+        return {"partition_by": [partition_column], "schema_mode": "overwrite"}, replaced
+    predicate = [_in_predicate(partition_column, values)]
+    replaced[partition_column] = values
+    known = existing.schema().to_arrow().names if existing is not None else []
+    for column, allowed in (replace_within or {}).items():
+        _checked_partitions(uri, frame, column, list(allowed))
+        if column in known:
+            predicate.append(_in_predicate(column, list(allowed)))
+            replaced[column] = list(allowed)
+    layout = {
+        "predicate": " AND ".join(predicate),
+        "partition_by": [partition_column],
+        "schema_mode": "merge",
+    }
+    return layout, replaced
 
 
 def read_table(
@@ -135,6 +179,20 @@ def read_table(
         return scan.collect()
     except _UNREADABLE as error:
         raise _corrupt(uri, error) from error
+
+
+def partition_values(
+    uri: str, column: str, storage_options: Mapping[str, str] | None = None
+) -> set[str]:
+    """The values of a partition column the table holds now (none for a table never written, or
+    one not partitioned by `column`), read from the log: no data file is opened."""
+    try:
+        table = _open(uri, storage_options)
+    except TableNotMaterializedError:
+        return set()
+    if table.metadata().partition_columns != [column]:
+        return set()
+    return {str(p[column]) for p in table.partitions()}
 
 
 def table_version(uri: str, storage_options: Mapping[str, str] | None = None) -> int | None:
@@ -194,8 +252,9 @@ def _open_for_write(uri: str, options: dict[str, str] | None) -> DeltaTable | No
 
 def _corrupt(uri: str, error: BaseException) -> InputError:
     return InputError(
-        f"Delta table {uri} is corrupt or unreadable ({type(error).__name__}: {error}); "
-        "restore it, or delete it and materialize its asset again"
+        f"Delta table {uri} is corrupt or unreadable ({type(error).__name__}: "
+        f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); `autointerp "
+        "repair` brings it back to its last readable version and names what to materialize again"
     )
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from autointerp.errors import ConfigError, InputError
 from autointerp.llm.accounting import Usage, calls_frame
-from autointerp.llm.client import LLMClient
+from autointerp.llm.client import REFUSALS_TO_STOP, EndpointUnreachable, LLMClient
 from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import LLMRequest
 from autointerp.llm.responses import CompletionLogprobs, TokenLogprob
@@ -612,3 +612,34 @@ def test_a_cached_body_the_parser_rejects_is_replaced_not_bought_every_run(serve
     [second] = client.run_all([chat()])  # the stored body no longer parses: bought again
     [third] = client.run_all([chat()])  # and stored in its place: a hit
     assert (second.status, third.status, server.count()) == ("ok", "cached", 2)
+
+
+def test_a_key_echoed_in_a_successful_reply_is_never_stored(server, tmp_path, monkeypatch):
+    key = "sk-proj-" + secrets.token_hex(16)
+    monkeypatch.setenv(KEY_ENV, key)
+    server.handler = lambda r: f"here is what you sent: {r.authorization}"
+    client = LLMClient(
+        Endpoint("test-model", base_url=server.url, api_key_env=KEY_ENV), tmp_path, seed=0
+    )
+    [result] = client.run_all([chat()])
+    client.close()
+    assert result.ok and key not in result.text and "[api key]" in result.text
+    assert key.encode() not in (tmp_path / "responses.sqlite").read_bytes()
+    assert key not in str(calls_frame([result]).rows())
+
+
+def test_a_dead_endpoint_stops_the_batch_at_once_naming_it():
+    import socket
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sleep = RecordingSleep()
+    client = LLMClient(
+        Endpoint("m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env=None, max_concurrency=1),
+        sleep=sleep,
+        seed=0,
+    )
+    with pytest.raises(EndpointUnreachable, match=rf"nothing answers at http://127.0.0.1:{port}"):
+        client.run_all([chat(str(i)) for i in range(8)])
+    assert len(sleep) == REFUSALS_TO_STOP - 1  # not 8 calls x 10 attempts of backoff

@@ -84,6 +84,7 @@ def test_layer_parsing():
         (["run", "--layers", "2"], "out of range: tiny has layers 0-1"),
         (["run", "--layers", "x"], "expected e.g. '0,5,29'"),
         (["run", "--excerpts", "0"], "--excerpts must be at least 1"),
+        (["run", "--layers", "1-0"], "the range 1-0 is empty (write 0-1)"),
         (["run", "--model", "hub-only", "--layers", "0"], "AUTOINTERP_ALLOW_HUB"),
     ],
 )
@@ -138,3 +139,25 @@ def test_corrupt_table_fails_clearly(tiny_env):
     for entry in log.glob("*.json"):
         entry.write_text("{ not json")
     assert "corrupt" in _run_error(["run", "--layers", "0", "--excerpts", "40"])
+
+
+def test_corpora_live_side_by_side_and_the_same_corpus_again_writes_nothing(tiny_env, capsys):
+    home = tiny_env / "home"
+    main(["run", "--layers", "0", "--excerpts", "60"])
+    main(["run", "--layers", "1", "--excerpts", "40"])
+    corpus = str(home / "delta/tiny/corpus")
+    table = read_table(corpus)
+    sizes = dict(table.group_by("corpus_id").len().iter_rows())
+    assert sorted(sizes.values()) == [40, 60]  # both corpora kept, each under its identity
+    # Every row downstream names the corpus it came from.
+    scores = read_table(str(home / "delta/tiny/scores"))
+    by_layer = dict(scores.select("layer", "corpus_id").unique().iter_rows())
+    assert sizes[by_layer[0]] == 60 and sizes[by_layer[1]] == 40
+    # Layer 0's lineage still reads its excerpts' text from its own corpus.
+    capsys.readouterr()
+    main(["lineage", "--layer", "0", "--neuron", "3"])
+    assert "not in the corpus table" not in capsys.readouterr().out
+    # The same corpus again: nothing is written.
+    version = commit_history(corpus)[0]["version"]
+    main(["run", "--layers", "1", "--excerpts", "40"])
+    assert commit_history(corpus)[0]["version"] == version

@@ -194,6 +194,16 @@ def test_commit_and_materialization_metadata(own, tmp_path):
     assert metadata["table_uri"] == str(tmp_path / "records")
 
 
+def test_definition_metadata_sets_the_rows_per_row_group(tmp_path):
+    import pyarrow.parquet as pq
+
+    manager = DeltaIOManager(root_uri=str(tmp_path))
+    run(manager, "records", "1", graph({"partition_column": "layer", "row_group_rows": 2}))
+    [file] = (tmp_path / "records" / "layer=1").glob("*.parquet")
+    metadata = pq.ParquetFile(file).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 1]
+
+
 # Failures leave the table as it was.
 
 

@@ -139,6 +139,31 @@ def test_commit_metadata_is_in_the_history(uri):
     assert len(commit_history(uri, limit=1)) == 1
 
 
+def row_groups(folder: Path) -> list[int]:
+    import pyarrow.parquet as pq
+
+    [file] = folder.glob("*.parquet")
+    metadata = pq.ParquetFile(file).metadata
+    return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+
+
+def test_row_groups_hold_as_many_rows_as_asked(uri):
+    # Heavy rows (neuron_records) ask for small groups, so a read of one neuron decodes little.
+    write(uri, layer_frame(0, rows=100), [0])
+    write_partitions(
+        uri,
+        layer_frame(1, rows=100),
+        partition_column="layer",
+        partitions=[1],
+        commit_metadata={},
+        row_group_rows=32,
+    )
+    assert row_groups(Path(uri) / "layer=0") == [100]
+    assert row_groups(Path(uri) / "layer=1") == [32, 32, 32, 4]
+    one = read_table(uri, partition_column="layer", partitions=[1], where=pl.col("neuron") == 70)
+    assert one["neuron"].to_list() == [70]
+
+
 def test_time_travel_reads_an_earlier_version(uri):
     write(uri, layer_frame(0, rows=3), [0])
     write(uri, layer_frame(0, rows=1), [0])
@@ -323,3 +348,37 @@ def test_each_commit_records_what_it_replaced(tmp_path):
     assert replaced_rows(second) == {"layer": ["0", "1"], "explainer": ["a", "o'b"]}
     assert replaced_rows(newest) == {}  # the whole table
     assert replaced_rows({"operation": "WRITE"}) is None  # a commit that recorded nothing
+
+
+def test_a_writer_that_loses_the_race_rereads_and_reapplies(tmp_path, monkeypatch):
+    """Two writers opened on the same table version replace the same layer: the second commit
+    conflicts, re-reads the table and applies its write on top of the first one's."""
+    from autointerp.storage import delta
+
+    uri = str(tmp_path / "t")
+    frame = pl.DataFrame({"layer": [0, 1], "x": [0, 0]})
+    write_partitions(
+        uri, frame, partition_column="layer", partitions=["0", "1"], commit_metadata={}
+    )
+    stale = delta._open(uri, None)  # opened before the other writer commits
+    layer0 = frame.head(1)
+    write_partitions(
+        uri,
+        layer0.with_columns(x=pl.lit(10)),
+        partition_column="layer",
+        partitions=["0"],
+        commit_metadata={},
+    )
+    opened, conflicts = iter([stale]), []
+    fresh, conflict = delta._open_for_write, delta._conflict
+    monkeypatch.setattr(delta, "_open_for_write", lambda u, o: next(opened, None) or fresh(u, o))
+    monkeypatch.setattr(delta, "_conflict", lambda e: conflicts.append(e) or conflict(e))
+    write_partitions(
+        uri,
+        layer0.with_columns(x=pl.lit(20)),
+        partition_column="layer",
+        partitions=["0"],
+        commit_metadata={},
+    )
+    assert len(conflicts) == 1  # the race was lost once, then won
+    assert read_table(uri).sort("layer")["x"].to_list() == [20, 0]

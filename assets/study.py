@@ -19,12 +19,14 @@ from autointerp.config.settings import Settings, StudySpec
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
 from autointerp.study.comparison import (
+    COMPARISON_KEY,
     FLOOR_COLUMNS,
     RECORD_COLUMNS,
     SCORE_COLUMNS,
     ModelResults,
     compare_models,
     comparison_table,
+    plot_path,
 )
 from autointerp.study.data import split_windows, token_windows, training_frame
 from autointerp.study.folders import save_pretrained
@@ -35,7 +37,7 @@ from autointerp.study.unigram import unigram_loss
 from autointerp.table_checks import short_of_unigram, unmatched_parameters
 
 GROUP = "study"
-COMPARISON_GROUP = "comparison"
+COMPARISON_GROUP = COMPARISON_KEY[0]
 PARAMETER_TOLERANCE = 0.02  # the models' parameter counts agree within 2%
 # What the comparison reads of each model's graph, and which columns.
 COMPARED_TABLES = (
@@ -207,7 +209,7 @@ def model_comparison_asset(settings: Settings) -> dg.AssetsDefinition:
     spec = settings.comparison
     models = [settings.model(name) for name in spec.models]
     reference = spec.reference or models[0].name
-    plot = settings.home / "comparison" / "across_models.png"
+    plot = plot_path(settings.home)
     ins: Mapping[str, dg.AssetIn] = {
         f"{table}__{model.key_prefix}": dg.AssetIn(
             key=[model.key_prefix, table], metadata={"columns": list(columns)}
@@ -217,7 +219,7 @@ def model_comparison_asset(settings: Settings) -> dg.AssetsDefinition:
     }
 
     @dg.asset(
-        key=[COMPARISON_GROUP, "across_models"],
+        key=list(COMPARISON_KEY),
         ins=ins,
         group_name=COMPARISON_GROUP,
         code_version=summary_version(

@@ -6,6 +6,8 @@
 - study: the wall time and peak RSS of the whole `autointerp study` from scratch, in its own
   process and a temporary AUTOINTERP_HOME (sharing only the downloads), against the time its
   training steps took (training_seconds of each model): the share of the study that is training;
+- reload: the seconds each trained model takes to load back as a subject model, in a fresh
+  process, against that process's import of the project;
 - comparison: what the study found, per model: parameters, held-out against unigram loss, and
   the score distribution (all depths) with the difference from the reference and its interval.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from autointerp.config.settings import load_settings
-from benchmarks.common import save
+from autointerp.study.comparison import plot_path
+from benchmarks.common import RESULTS, save
 
 
 def training_windows(folder: Path) -> Path:
@@ -70,6 +74,30 @@ def measure(activation: str, windows: str, steps: int) -> dict:
         "device": trained.device,
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def reload(home: str) -> dict:
+    """In a child process: the seconds to import the project, then to load each study model."""
+    started = time.perf_counter()
+    from autointerp.activations.subject_model import load_subject_model
+
+    settings = load_settings(home=home)
+    imported = time.perf_counter() - started
+    seconds = {}
+    for name in settings.study.model_names.values():
+        started = time.perf_counter()
+        load_subject_model(
+            settings.model(name),
+            cache_dir=settings.model_cache,
+            downloads=settings.downloads,
+            allow_hub=False,
+        )
+        seconds[name] = time.perf_counter() - started
+    return {
+        "import_s": imported,
+        "load_s": seconds,
+        "ratio_to_import": {name: s / imported for name, s in seconds.items()},
     }
 
 
@@ -129,6 +157,11 @@ def whole_study() -> dict:
                 )
                 metadata = event.asset_materialization.metadata
                 training_seconds[activation] = metadata["training_seconds"].value
+        reloaded, _, _ = child(["benchmarks.study", "--reload", str(home)])
+        # The figures outlive the temporary home, beside the JSON.
+        RESULTS.mkdir(exist_ok=True)
+        for figure in (home / "study" / "loss_curves.png", plot_path(home)):
+            shutil.copyfile(figure, RESULTS / f"study_{figure.name}")
         trained = read_table(str(home / "delta/study/training_summary")).drop("curve")
         comparison = read_table(str(home / "delta/comparison/across_models"))
     overall = comparison.filter(pl.col("depth") == "all").drop(
@@ -139,6 +172,7 @@ def whole_study() -> dict:
         "peak_rss_mb": peak,
         "training_s": training_seconds,
         "training_share_of_wall": sum(training_seconds.values()) / wall,
+        "reload": reloaded,
         "models": trained.to_dicts(),
         "comparison_all_depths": overall.to_dicts(),
         "comparison": comparison.to_dicts(),
@@ -155,5 +189,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         activation, windows, steps = sys.argv[2:5]
         print(json.dumps(measure(activation, windows, int(steps))))
+    elif sys.argv[1:2] == ["--reload"]:
+        print(json.dumps(reload(sys.argv[2])))
     else:
         print(json.dumps(main(), indent=2, default=str))

@@ -178,7 +178,10 @@ def run_graph(
 def command_study(args: argparse.Namespace, settings: Settings) -> None:
     """The activation study: train what is missing or out of date, explain and score every
     study model with the active profiles, then compare them."""
+    import dagster as dg
+
     from assets import all_assets
+    from autointerp.study.comparison import COMPARISON_KEY, plot_path
 
     study = settings.study
     if study is None:
@@ -199,10 +202,10 @@ def command_study(args: argparse.Namespace, settings: Settings) -> None:
     names = [model.name for model in models]
     reference = settings.comparison.reference or names[0]
     if list(settings.comparison.models) == names:  # the comparison asset is the study's
-        materialize([materialize.key("across_models", "comparison")])
-        uri = f"{settings.delta_root}/comparison/across_models"
+        materialize([dg.AssetKey(list(COMPARISON_KEY))])
+        uri = "/".join([settings.delta_root, *COMPARISON_KEY])
         comparison = read_table(uri, storage_options=settings.storage.storage_options)
-        print_comparison(comparison, settings.home / "comparison" / "across_models.png")
+        print_comparison(comparison, plot_path(settings.home))
     else:
         print_model_comparison(settings, names, reference)
 
@@ -246,7 +249,10 @@ def print_training_summary(settings: Settings) -> None:
         pl.col("activation").cast(order)
     )
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250):
-        print("\nstudy models (held-out and unigram loss in nats per token)")
+        print(
+            "\nstudy models (held-out and unigram loss in nats per token; margin: how far "
+            f"under the unigram baseline, at least min_margin = {settings.study.min_margin})"
+        )
         print(
             summary.select(
                 "model",
@@ -256,6 +262,7 @@ def print_training_summary(settings: Settings) -> None:
                 "tokens",
                 pl.col("heldout_loss").round(3),
                 pl.col("unigram_loss").round(3),
+                (pl.col("unigram_loss") - pl.col("heldout_loss")).round(3).alias("margin"),
             )
         )
     print(f"Loss curves: {settings.study.folder(settings.home) / 'loss_curves.png'}\n")
@@ -371,7 +378,7 @@ def print_model_comparison(
     """Subject models side by side, from their stored scores and neuron records, as a table
     and a plot under AUTOINTERP_HOME/comparison."""
     from assets.study import COMPARED_TABLES
-    from autointerp.study.comparison import ModelResults, compare_models
+    from autointerp.study.comparison import ModelResults, compare_models, plot_path
     from autointerp.study.plots import plot_model_comparison
 
     def results(model: ModelSpec) -> ModelResults:
@@ -404,7 +411,7 @@ def print_model_comparison(
         n_boot=settings.summaries.bootstrap_samples,
         seed=settings.summaries.bootstrap_seed,
     )
-    plot = settings.home / "comparison" / f"{'-vs-'.join(m.key_prefix for m in models)}.png"
+    plot = plot_path(settings.home, "-vs-".join(m.key_prefix for m in models))
     print_comparison(comparison, plot_model_comparison(comparison, plot))
 
 

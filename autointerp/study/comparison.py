@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from autointerp.activations.data_model import is_dead
 from autointerp.errors import InputError
 from autointerp.score.selection import PROFILE, best_samples
 from autointerp.score.statistics import bootstrap_means, percentile_interval
@@ -39,6 +41,8 @@ from autointerp.storage.schemas import MODEL_COMPARISON_SCHEMA
 
 FAIR_SCORE = 0.5
 ALL_DEPTHS = "all"
+# Where the comparison of the configured models is stored, under the Delta root: its asset key.
+COMPARISON_KEY = ("comparison", "across_models")
 # The columns each model's tables are read with.
 SCORE_COLUMNS = (*PROFILE, "layer", "neuron", "sample", "split", "scored_on", "ev_correlation")
 SCORE_COLUMNS += ("excerpt_ids",)
@@ -56,6 +60,11 @@ class ModelResults:
     scores: pl.DataFrame
     records: pl.DataFrame
     shuffled: pl.DataFrame | None = None
+
+
+def plot_path(home: Path, name: str = COMPARISON_KEY[1]) -> Path:
+    """Where a comparison's figure is written: under AUTOINTERP_HOME/comparison, by name."""
+    return home / COMPARISON_KEY[0] / f"{name}.png"
 
 
 def depth_bin(layer: pl.Expr, num_layers: int, bins: int) -> pl.Expr:
@@ -124,7 +133,7 @@ def _neurons(model: ModelResults, bins: int, split: str, scored_on: str) -> pl.D
     dead = model.records.select(
         pl.col("layer").cast(pl.Int32),
         pl.col("neuron").cast(pl.Int32),
-        dead=pl.col("max_activation") <= 0,
+        dead=is_dead(pl.col("max_activation")),
     )
     return (
         best_samples(model.scores, split=split, scored_on=scored_on)

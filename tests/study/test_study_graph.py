@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from autointerp.study.data import split_windows
 from autointerp.study.tokenizer import train_byte_level_bpe
 from autointerp.study.training import train_model
 from autointerp.table_checks import short_of_unigram
+from autointerp.viewer.pages import Links, Site
 from pipelines.cli import Materializer, _training_due, main
 from pipelines.definitions import resources
 from pipelines.refresh import stale_statuses
@@ -86,7 +90,7 @@ def test_each_model_trains_beats_unigram_and_becomes_a_subject_model(study):
         assert curve[-1]["heldout_loss"] < curve[0]["heldout_loss"]
     # The unigram check fails a model short of its margin (here, any model).
     assert short_of_unigram(trained, 0.5) == [] and len(short_of_unigram(trained, 5.0)) == 2
-    assert "study models" in printed and "study-solu" in printed
+    assert "study models" in printed and "study-solu" in printed and "margin" in printed
     for name in ("study-relu", "study-solu"):
         model = settings.model(name)
         assert (Path(model.path) / "model.safetensors").is_file()
@@ -141,6 +145,22 @@ def test_the_models_are_compared_with_intervals(study):
     assert (settings.home / "comparison" / "across_models.png").read_bytes().startswith(PNG)
 
 
+def test_the_viewer_s_overview_shows_the_comparison(study):
+    settings, _ = study
+    page = Site(settings).index(Links())
+    compared = page[page.index('id="compared"') :]
+    comparison = table(settings, "comparison", "across_models")
+    solu = comparison.filter(model="study-solu", depth="all").row(0, named=True)
+    interval = f"{solu['diff']:+.3f} [{solu['ci_low']:+.3f}, {solu['ci_high']:+.3f}]"
+    assert "minus study-relu's" in compared and interval in compared
+    assert "dead" in compared and "floor" in compared
+    spec = json.loads(re.search(r'id="model-differences"[^>]*>(.*?)</script>', compared, re.S)[1])
+    plotted = spec["datasets"]["rows"]
+    assert {(r["model"], r["depth"]) for r in plotted} == {
+        ("study-solu", depth) for depth in ("all", "0.25-0.50", "0.75-1.00")
+    }
+
+
 def test_a_second_study_run_retrains_only_what_changed(study):
     settings, _ = study
     materialize = Materializer(settings, settings.model("study-relu"))
@@ -162,6 +182,22 @@ def test_compare_sets_any_declared_models_side_by_side(study, capsys):
     assert (settings.home / "comparison" / "study_solu-vs-study_relu.png").is_file()
     with pytest.raises(SystemExit, match="unscored has no scores table"):
         main(["compare", "--models", "study-relu,unscored"])
+
+
+def test_a_model_whose_chance_floor_was_never_scored_is_compared_without_it(
+    study, tmp_path, monkeypatch, capsys
+):
+    settings, _ = study
+    copy = tmp_path / "delta"
+    shutil.copytree(settings.delta_root, copy)
+    shutil.rmtree(copy / "study_solu" / "shuffled_scores")
+    monkeypatch.setenv("AUTOINTERP_DELTA_ROOT", str(copy))
+    main(["compare", "--models", "study-relu,study-solu"])
+    lines = capsys.readouterr().out.splitlines()
+    relu = [line for line in lines if "study-relu" in line and "│" in line]
+    solu = [line for line in lines if "study-solu" in line and "│" in line]
+    assert len(relu) == len(solu) == 3
+    assert all("null" in line for line in solu) and not any("null" in line for line in relu)
 
 
 def test_a_model_short_of_the_unigram_margin_is_neither_saved_nor_explained(tmp_path, one_thread):

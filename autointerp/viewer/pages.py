@@ -212,13 +212,15 @@ class Site:
         comparison = optional(self._comparison, COMPARISON_KEY[1])
         if comparison is None or comparison.is_empty():
             return None
-        table = (
-            comparison_table(comparison).with_columns(pair_label()).drop("explainer", "simulator")
-        )
+        table = comparison_table(comparison).with_columns(pair_label())
+        columns = [c for c in table.columns if c not in ("explainer", "simulator", "pair")]
         return {
             "reference": comparison["reference"][0],
-            "columns": table.columns,
-            "rows": table.rows(),
+            "columns": columns,
+            "pairs": [
+                (pair, rows.select(columns).rows())
+                for (pair,), rows in table.group_by("pair", maintain_order=True)
+            ],
             "chart": charts.model_differences(comparison),
         }
 

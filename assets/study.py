@@ -28,10 +28,10 @@ from autointerp.study.comparison import (
     comparison_table,
     plot_path,
 )
-from autointerp.study.data import split_windows, token_windows, training_frame
+from autointerp.study.data import prepare, split_windows
 from autointerp.study.folders import save_pretrained
 from autointerp.study.plots import plot_loss_curves, plot_model_comparison
-from autointerp.study.tokenizer import load_tokenizer, train_byte_level_bpe
+from autointerp.study.tokenizer import load_tokenizer
 from autointerp.study.training import train_model, trained_model_row
 from autointerp.study.unigram import unigram_loss
 from autointerp.table_checks import short_of_unigram, unmatched_parameters
@@ -87,13 +87,8 @@ def training_data_asset(settings: Settings, study: StudySpec) -> dg.AssetsDefini
             settings.corpus, downloads=settings.downloads, allow_hub=settings.allow_hub
         )
         texts = [document.text for document in documents]  # read twice: tokenizer, windows
-        tokenizer = train_byte_level_bpe(texts, study.vocab_size)
+        tokenizer, frame = prepare(texts, study)
         save_pretrained(study.folder(settings.home) / "tokenizer", tokenizer)
-        frame = training_frame(
-            token_windows(texts, tokenizer, study.context_length),
-            study.heldout_fraction,
-            study.seed,
-        )
         train, heldout = split_windows(frame)
         context.add_output_metadata(
             {

@@ -34,16 +34,12 @@ from benchmarks.common import RESULTS, save
 def training_windows(folder: Path) -> Path:
     """The study's training windows of the configured corpus, saved for the child processes."""
     from autointerp.activations.corpus_sources import iter_documents
-    from autointerp.study.data import split_windows, token_windows, training_frame
-    from autointerp.study.tokenizer import train_byte_level_bpe
+    from autointerp.study.data import prepare, split_windows
 
     settings = load_settings()
-    study = settings.study
     documents = iter_documents(settings.corpus, downloads=settings.downloads, allow_hub=False)
-    texts = [document.text for document in documents]
-    tokenizer = train_byte_level_bpe(texts, study.vocab_size)
-    windows = token_windows(texts, tokenizer, study.context_length)
-    train, heldout = split_windows(training_frame(windows, study.heldout_fraction, study.seed))
+    tokenizer, frame = prepare([document.text for document in documents], settings.study)
+    train, heldout = split_windows(frame)
     path = folder / "windows.npz"
     np.savez(path, train=train, heldout=heldout, vocab=len(tokenizer))
     return path

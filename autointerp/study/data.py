@@ -9,17 +9,26 @@ window is held out when the seeded hash of its index (`excerpt_keys`) falls belo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from autointerp.activations.sampling import excerpt_keys
+from autointerp.config.settings import StudySpec
 from autointerp.errors import InputError
 from autointerp.storage.schemas import TRAINING_DATA_SCHEMA
+from autointerp.study.tokenizer import train_byte_level_bpe
 
 _BATCH_TEXTS = 64  # documents tokenized per call of the fast tokenizer (it runs them in parallel)
+
+
+def prepare(texts: Sequence[str], study: StudySpec) -> tuple[PreTrainedTokenizerFast, pl.DataFrame]:
+    """The study's tokenizer, trained on `texts`, and its training-data frame of them."""
+    tokenizer = train_byte_level_bpe(texts, study.vocab_size)
+    windows = token_windows(texts, tokenizer, study.context_length)
+    return tokenizer, training_frame(windows, study.heldout_fraction, study.seed)
 
 
 def token_windows(

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.study.data import split_windows, token_windows, training_frame
-from autointerp.study.tokenizer import train_byte_level_bpe
+from autointerp.study.data import prepare, split_windows
 from autointerp.study.training import (
     _deterministic,
     learning_rate,
@@ -25,9 +24,8 @@ from tests.study.conftest import tiny_study
 def data(tmp_path_factory, one_thread):
     folder = write_text_corpus(tmp_path_factory.mktemp("corpus"))
     texts = [path.read_text() for path in sorted(folder.iterdir())]
-    tokenizer = train_byte_level_bpe(texts, 320)
-    windows = token_windows(texts, tokenizer, 32)
-    return (*split_windows(training_frame(windows, 0.05, seed=0)), len(tokenizer))
+    tokenizer, frame = prepare(texts, tiny_study())
+    return (*split_windows(frame), len(tokenizer))
 
 
 def test_training_is_deterministic_given_the_seed(data):

@@ -2,11 +2,13 @@
 
 - throughput: training tokens/s of each activation's model over `steps` steps of the real
   training windows, each in its own process (with its peak RSS), as a ratio to the reference
-  model's (the first activation) measured in the same run;
+  model's (the first activation) measured in the same run; tokens per CPU-second beside it (on
+  a machine others share, wall time says more about them than about the study); the reload of
+  those models. `python -m benchmarks.study --throughput` runs this part alone (minutes);
 - study: the wall time and peak RSS of the whole `autointerp study` from scratch, in its own
   process and a temporary AUTOINTERP_HOME (sharing only the downloads), against the time its
   training steps took (training_seconds of each model): the share of the study that is training;
-- reload: the seconds each trained model takes to load back as a subject model, in a fresh
+- reload (in both parts): the seconds each trained model takes to load back as a subject model, in a fresh
   process, against that process's import of the project;
 - comparison: what the study found, per model: parameters, held-out against unigram loss, and
   the score distribution (all depths) with the difference from the reference and its interval.
@@ -39,6 +41,7 @@ def training_windows(folder: Path) -> Path:
     settings = load_settings()
     documents = iter_documents(settings.corpus, downloads=settings.downloads, allow_hub=False)
     tokenizer, frame = prepare([document.text for document in documents], settings.study)
+    tokenizer.save_pretrained(folder / "tokenizer")
     train, heldout = split_windows(frame)
     path = folder / "windows.npz"
     np.savez(path, train=train, heldout=heldout, vocab=len(tokenizer))
@@ -46,11 +49,15 @@ def training_windows(folder: Path) -> Path:
 
 
 def measure(activation: str, windows: str, steps: int) -> dict:
-    """In a child process: train `activation` for `steps` steps; tokens/s and peak RSS."""
+    """In a child process: train `activation` for `steps` steps; tokens/s (of wall time, and of
+    CPU time over all threads, which a busy machine does not change much) and peak RSS. The
+    model is saved where `reload` finds it, in a home beside `windows`."""
     import resource
 
     import torch
 
+    from autointerp.study.folders import save_pretrained
+    from autointerp.study.tokenizer import load_tokenizer
     from autointerp.study.training import train_model
 
     study = load_settings().study
@@ -59,12 +66,20 @@ def measure(activation: str, windows: str, steps: int) -> dict:
     spec = replace(
         study, steps=steps, warmup_steps=min(study.warmup_steps, steps), eval_every=steps
     )
+    cpu = time.process_time()
     trained = train_model(
         activation, spec, data["train"], data["heldout"][: spec.eval_windows], int(data["vocab"])
     )
+    cpu = time.process_time() - cpu
+    folder = Path(windows).parent
+    model_folder = study.model_folder(folder / "home", activation)
+    save_pretrained(model_folder, trained.model, load_tokenizer(folder / "tokenizer"))
+    default_tokens = study.steps * study.batch_size * study.context_length
     return {
         "activation": activation,
         "tokens_per_second": trained.tokens / trained.seconds,
+        "tokens_per_cpu_second": trained.tokens / cpu,
+        "default_training_minutes": default_tokens / (trained.tokens / trained.seconds) / 60,
         "parameters": trained.parameters["parameters"],
         "mlp_width": trained.model.config.intermediate_size,
         "device": trained.device,
@@ -112,7 +127,9 @@ def child(arguments: list[str]) -> tuple[dict, float, float]:
     return (json.loads(lines[-1]) if lines else {}), wall, usage.ru_maxrss / 1024
 
 
-def throughput(steps: int) -> list[dict]:
+def throughput(steps: int) -> dict:
+    """Each activation's training throughput, as a ratio to the first's; then the reload of
+    the models it trained."""
     activations = load_settings().study.activations
     with tempfile.TemporaryDirectory() as folder:
         windows = training_windows(Path(folder))
@@ -122,8 +139,14 @@ def throughput(steps: int) -> list[dict]:
                 ["benchmarks.study", "--child", activation, str(windows), str(steps)]
             )
             runs.append(result)
+        reloaded, _, _ = child(["benchmarks.study", "--reload", str(Path(folder) / "home")])
     reference = runs[0]["tokens_per_second"]
-    return [{**run, "ratio_to_reference": run["tokens_per_second"] / reference} for run in runs]
+    return {
+        "runs": [
+            {**run, "ratio_to_reference": run["tokens_per_second"] / reference} for run in runs
+        ],
+        "reload": reloaded,
+    }
 
 
 def whole_study() -> dict:
@@ -187,5 +210,9 @@ if __name__ == "__main__":
         print(json.dumps(measure(activation, windows, int(steps))))
     elif sys.argv[1:2] == ["--reload"]:
         print(json.dumps(reload(sys.argv[2])))
+    elif sys.argv[1:2] == ["--throughput"]:  # the training alone: minutes, not tens of them
+        result = {"throughput": throughput(40)}
+        save("study_throughput", result)
+        print(json.dumps(result, indent=2, default=str))
     else:
         print(json.dumps(main(), indent=2, default=str))

@@ -7,6 +7,7 @@ import dagster as dg
 
 from assets.corpus import corpus_asset
 from assets.explanations import explanations_assets
+from assets.imported import imported_records_assets
 from assets.neuron_records import neuron_records_asset
 from assets.revisions import revision_assets
 from assets.score_views import score_view_assets
@@ -28,16 +29,25 @@ def layer_partitions(model: ModelSpec) -> dg.StaticPartitionsDefinition:
 
 
 def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefinition]:
-    """The asset graph of one subject model."""
+    """The asset graph of one subject model: captured by a forward pass over the corpus, or
+    imported from a published dataset (with its own explainer and simulator profiles)."""
+    settings = settings.for_model(model)
     layers = layer_partitions(model)
     trained_by = [
         model_key(activation)
         for activation, name in (settings.study.model_names if settings.study else {}).items()
         if name == model.name
     ]
+    records = (
+        [imported_records_assets(settings, model, layers)]
+        if model.imported
+        else [
+            corpus_asset(settings, model, trained_by),
+            neuron_records_asset(settings, model, layers, trained_by),
+        ]
+    )
     return [
-        corpus_asset(settings, model, trained_by),
-        neuron_records_asset(settings, model, layers, trained_by),
+        *records,
         top_k_excerpts_asset(model, layers),
         explanations_assets(settings, model, layers),
         simulations_assets(settings, model, layers),

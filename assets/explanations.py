@@ -13,10 +13,12 @@ from assets.common import (
 )
 from autointerp.activations.excerpts import neuron_excerpts, neurons_of, top_mean_tokens
 from autointerp.activations.sampling import select_neurons
+from autointerp.config.profiles import IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
 from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION
 from autointerp.explain.explanations import explain
+from autointerp.interchange.imported import imported_explanations
 from autointerp.storage.hashing import content_hash
 from autointerp.table_checks import empty_explanations, missing_neurons
 from resources.llm import LLMClients
@@ -45,6 +47,12 @@ def explanations_assets(
         else {}
     )
     corpus_columns = ["excerpt_id", "tokens", *(["token_ids"] if token_list else [])]
+    # An imported profile's explanations are the dataset's, never an LLM's.
+    imported_inputs = (
+        {"imported_explanations": dg.AssetIn(key=[prefix, "imported_explanations"])}
+        if any(p.kind == IMPORTED for p in profiles)
+        else {}
+    )
 
     @dg.multi_asset(
         name=f"{prefix}__explain",
@@ -52,6 +60,7 @@ def explanations_assets(
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
             "corpus": dg.AssetIn(key=[prefix, "corpus"], metadata={"columns": corpus_columns}),
             **ranked_inputs,
+            **imported_inputs,
         },
         outs={
             "explanations": dg.AssetOut(
@@ -94,22 +103,26 @@ def explanations_assets(
         top_k_excerpts: pl.DataFrame,
         corpus: pl.DataFrame,
         llm: LLMClients,
-        **records: pl.DataFrame,
+        **inputs: pl.DataFrame,
     ):
         excerpts = neuron_excerpts(top_k_excerpts, corpus)
-        ranked = top_mean_tokens(records["neuron_records"], corpus) if records else None
-        frame, calls, usage = run_profiles(
-            context,
-            "explain",
-            profiles,
-            llm,
-            lambda profile, **kw: explain(profile, excerpts, ranked_tokens=ranked, **kw),
-        )
+        records, imported = inputs.get("neuron_records"), inputs.get("imported_explanations")
+        ranked = top_mean_tokens(records, corpus) if records is not None else None
+
+        def work(profile, **kw):
+            if profile.kind == IMPORTED:
+                return imported_explanations(profile, imported), []
+            return explain(profile, excerpts, ranked_tokens=ranked, **kw)
+
+        frame, calls, usage = run_profiles(context, "explain", profiles, llm, work)
         # The audit is written first: every call paid for is on record, even if the stage fails.
         yield dg.Output(calls, "explainer_calls", metadata=usage)
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
         neurons = neurons_of(excerpts)
         expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
+        for profile in profiles:
+            if profile.kind == IMPORTED:  # the neurons the dataset explains
+                expected[profile.name] = imported.select("layer", "neuron").unique().rows()
         results = validated(
             dg.AssetKey([prefix, "explanations"]),
             {
@@ -117,7 +130,8 @@ def explanations_assets(
                 "every_neuron_explained": missing_neurons(frame, expected, "explainer"),
             },
         )
-        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts, "corpus"), on="layer")
+        read = ("corpus", *(["imported_explanations"] if imported is not None else []))
+        frame = frame.join(upstream_versions(context, prefix, top_k_excerpts, *read), on="layer")
         errors = frame["error"].is_not_null().sum()
         yield dg.Output(frame, "explanations", metadata={**usage, "errors": int(errors)})
         yield from results

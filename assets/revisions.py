@@ -14,7 +14,10 @@ import polars as pl
 from assets.common import audit_rows, summary_version, upstream_versions
 from autointerp.activations.excerpts import neuron_excerpts, neurons_of
 from autointerp.activations.sampling import select_neurons
+from autointerp.config.profiles import BUILTIN_EXPLAINERS, IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
+from autointerp.errors import ConfigError
+from autointerp.explain.baseline import TOKEN_STATISTICS_EXPLAINER
 from autointerp.revise.counterexamples import find_counterexamples
 from autointerp.revise.mining import mining_candidates
 from autointerp.revise.revisions import current_explanations, revise_round
@@ -27,10 +30,27 @@ LOGIC_VERSION = "revisions-2"
 
 
 def revision_profiles(settings: Settings) -> tuple:
+    """(the explainer whose explanations are revised, the simulator that scores them, the
+    explainer profile that writes the texts and revisions). An imported explainer writes nothing:
+    the token-statistics baseline revises for it unless `[revisions] reviser` names another."""
     spec, profiles = settings.revisions, settings.profiles
     explainer = profiles.explainer(spec.explainer or profiles.active_explainers[0])
     simulator = profiles.simulator(spec.simulator or profiles.active_simulators[0])
-    return explainer, simulator
+    if spec.reviser:
+        reviser = profiles.explainer(spec.reviser)
+    else:
+        reviser = (
+            BUILTIN_EXPLAINERS[TOKEN_STATISTICS_EXPLAINER]
+            if explainer.kind == IMPORTED
+            else explainer
+        )
+    for role, profile in (("simulator", simulator), ("reviser", reviser)):
+        if profile.kind == IMPORTED:
+            raise ConfigError(
+                f"[revisions] {role} {profile.name!r} is imported: it only holds what its dataset "
+                "holds, and cannot simulate or write revised explanations"
+            )
+    return explainer, simulator, reviser
 
 
 def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
@@ -48,12 +68,16 @@ def round_assets(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, round_number: int
 ) -> dg.AssetsDefinition:
     prefix = model.key_prefix
-    explainer, simulator = revision_profiles(settings)
+    explainer, simulator, reviser = revision_profiles(settings)
     spec = settings.revisions
     # The round count is left out: adding a round leaves the earlier ones in sync.
     settings_hash = content_hash(
-        explainer.hash, simulator.hash, replace(spec, rounds=0).hash_content()
+        explainer.hash,
+        simulator.hash,
+        *([reviser.hash] if reviser is not explainer else []),
+        replace(spec, rounds=0).hash_content(),
     )
+    weights = settings.weights_of(model)
     version = f"{LOGIC_VERSION}-r{round_number}-{settings_hash}"
     previous = (
         {
@@ -136,7 +160,7 @@ def round_assets(
             current = upstream["previous"].filter(pl.col("explainer") == explainer.name)
         current = _sampled(current, spec.neuron_sample)
         context.log.info(f"round {round_number}: revising {current.height} neurons")
-        explainer_client, simulator_client = llm.client(explainer), llm.client(simulator)
+        explainer_client, simulator_client = llm.client(reviser), llm.client(simulator)
         candidates = mining_candidates(
             excerpts,
             neuron_records=neuron_records if spec.mine_quantile_samples else None,
@@ -148,11 +172,12 @@ def round_assets(
             excerpts,
             explainer,
             simulator,
-            subject_models.load(model),
+            subject_models.load(weights),
             explainer_client=explainer_client,
             simulator_client=simulator_client,
             candidates=candidates,
             spec=spec,
+            reviser=reviser,
         )
         revised, revise_calls = revise_round(
             round_number,
@@ -164,6 +189,7 @@ def round_assets(
             explainer_client=explainer_client,
             simulator_client=simulator_client,
             spec=spec,
+            reviser=reviser,
         )
         calls = pl.concat(
             [
@@ -194,6 +220,16 @@ def round_assets(
         )
 
     return revise
+
+
+def revisions_skipped(settings: Settings, model: ModelSpec) -> str | None:
+    """Why `model` has no revision rounds, or None when it has them."""
+    if settings.weights_of(model) is None:
+        return (
+            f"{model.name} is imported without weights: its revision rounds are skipped (set "
+            "weights = a declared model with its activations, to run counterexamples through)"
+        )
+    return None
 
 
 def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
@@ -227,7 +263,9 @@ def revision_summary_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDef
 def revision_assets(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> list[dg.AssetsDefinition]:
-    if settings.revisions.rounds < 1:
+    """The revision rounds; none for an imported model without `weights`, whose counterexample
+    texts no model could run (`revisions_skipped` says why)."""
+    if settings.revisions.rounds < 1 or revisions_skipped(settings, model):
         return []
     rounds = range(1, settings.revisions.rounds + 1)
     return [

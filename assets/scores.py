@@ -12,7 +12,9 @@ from assets.common import (
     simulator_profiles,
     validated,
 )
+from autointerp.config.profiles import IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
+from autointerp.interchange.imported import imported_scores
 from autointerp.lineage.ids import explanation_id, simulation_id
 from autointerp.score.scores import score
 from autointerp.storage.schemas import SCORE_KEYS
@@ -26,6 +28,8 @@ def scores_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     calibrated = {p.name for p in simulator_profiles(settings) if p.calibration}
+    # An imported simulator's scores are the dataset's, as stored: never recomputed.
+    imported = {p.name for p in simulator_profiles(settings) if p.kind == IMPORTED}
     prefix = model.key_prefix
     code_version = profiles_version(settings, LOGIC_VERSION)
 
@@ -54,6 +58,11 @@ def scores_asset(
             ),
             "simulator_calls": dg.AssetIn(
                 key=[prefix, "simulator_calls"], metadata={"columns": ["call_id"]}
+            ),
+            **(
+                {"imported_explanations": dg.AssetIn(key=[prefix, "imported_explanations"])}
+                if imported
+                else {}
             ),
         },
         partitions_def=layers,
@@ -90,6 +99,7 @@ def scores_asset(
         explanations: pl.DataFrame,
         explainer_calls: pl.DataFrame,  # read for its version (see ins)
         simulator_calls: pl.DataFrame,
+        **stored: pl.DataFrame,
     ):
         keys = active_keys(settings)
         simulations = simulations.filter(
@@ -98,7 +108,9 @@ def scores_asset(
         )
         explanations = explanations.filter(pl.col("explainer").is_in(keys["explainer"]))
         frames = [
-            score(rows, calibrate=name in calibrated)
+            imported_scores(rows, stored["imported_explanations"])
+            if name in imported
+            else score(rows, calibrate=name in calibrated)
             for (name,), rows in simulations.partition_by("simulator", as_dict=True).items()
         ]
         scored = pl.concat(frames) if frames else score(simulations, calibrate=False)

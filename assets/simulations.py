@@ -12,8 +12,10 @@ from assets.common import (
     upstream_versions,
 )
 from autointerp.activations.excerpts import neuron_excerpts
+from autointerp.config.profiles import IMPORTED
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import check_error_fraction
+from autointerp.interchange.imported import imported_simulations
 from autointerp.score.floor import shuffled_scores
 from autointerp.simulate.simulations import simulate
 from autointerp.storage.hashing import content_hash
@@ -26,6 +28,10 @@ def simulations_assets(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     profiles = simulator_profiles(settings)
+    # An imported simulator only reads the dataset's simulations of its own explanations: it
+    # simulates no other explanation, the shuffled ones of the chance floor included.
+    imported = [p for p in profiles if p.kind == IMPORTED]
+    floor_profiles = [p for p in profiles if p.kind != IMPORTED]
     prefix = model.key_prefix
     floor = settings.summaries
     common = {
@@ -44,6 +50,11 @@ def simulations_assets(
             "top_k_excerpts": dg.AssetIn(key=[prefix, "top_k_excerpts"]),
             "corpus": dg.AssetIn(
                 key=[prefix, "corpus"], metadata={"columns": ["excerpt_id", "tokens"]}
+            ),
+            **(
+                {"imported_explanations": dg.AssetIn(key=[prefix, "imported_explanations"])}
+                if imported
+                else {}
             ),
         },
         outs={
@@ -90,23 +101,26 @@ def simulations_assets(
         top_k_excerpts: pl.DataFrame,
         corpus: pl.DataFrame,
         llm: LLMClients,
+        **inputs: pl.DataFrame,
     ):
         excerpts = neuron_excerpts(top_k_excerpts, corpus)
         # The table holds every explainer's rows that were ever written; simulate the active ones.
         explanations = explanations.filter(
             pl.col("explainer").is_in(settings.profiles.active_explainers)
         )
-        frame, calls, usage = run_profiles(
-            context,
-            "simulate",
-            profiles,
-            llm,
-            lambda profile, **kw: simulate(profile, explanations, excerpts, **kw),
-        )
+
+        def work(profile, **kw):
+            if profile.kind == IMPORTED:
+                return imported_simulations(
+                    profile, explanations, inputs["imported_explanations"]
+                ), []
+            return simulate(profile, explanations, excerpts, **kw)
+
+        frame, calls, usage = run_profiles(context, "simulate", profiles, llm, work)
         shuffled, floor_calls, floor_usage = run_profiles(
             context,
             "chance floor",
-            profiles,
+            floor_profiles,
             llm,
             lambda profile, **kw: shuffled_scores(
                 profile,
@@ -124,7 +138,8 @@ def simulations_assets(
             metadata={**usage, **{f"floor_{key}": value for key, value in floor_usage.items()}},
         )
         check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
-        versions = upstream_versions(context, prefix, top_k_excerpts, "explanations", "corpus")
+        read = ("explanations", "corpus", *(["imported_explanations"] if imported else []))
+        versions = upstream_versions(context, prefix, top_k_excerpts, *read)
         frame = frame.join(versions, on="layer")
         errors = frame["error"].is_not_null().sum()
         methods = dict(frame.group_by("method").len().iter_rows())

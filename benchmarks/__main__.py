@@ -7,7 +7,18 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import capture, lineage, llm, memory, refresh, revisions, scoring, study, viewer
+from benchmarks import (
+    capture,
+    interchange,
+    lineage,
+    llm,
+    memory,
+    refresh,
+    revisions,
+    scoring,
+    study,
+    viewer,
+)
 
 BENCHMARKS = {
     "capture": capture.main,
@@ -18,6 +29,7 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "study": study.main,
+    "interchange": interchange.main,
     "viewer": viewer.main,
 }
 # Run by name only: it trains the study's models from scratch (tens of minutes on 2 cores).

@@ -8,8 +8,8 @@
 - study: the wall time and peak RSS of the whole `autointerp study` from scratch, in its own
   process and a temporary AUTOINTERP_HOME (sharing only the downloads), against the time its
   training steps took (training_seconds of each model): the share of the study that is training;
-- reload (in both parts): the seconds each trained model takes to load back as a subject model, in a fresh
-  process, against that process's import of the project;
+- reload (in both parts): the seconds each trained model takes to load back as a subject
+  model, in a fresh process, against that process's import of the project;
 - comparison: what the study found, per model: parameters, held-out against unigram loss, and
   the score distribution (all depths) with the difference from the reference and its interval.
 """

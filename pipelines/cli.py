@@ -142,33 +142,55 @@ class Materializer:
 
 
 def command_run(args: argparse.Namespace, settings: Settings) -> None:
+    from assets.revisions import revisions_skipped
+
     model = settings.model(args.model)
     layers = parse_layers(args.layers, model)
     materialize = Materializer(settings, model)
-    rounds = range(1, settings.revisions.rounds + 1)
-    per_layer = LAYER_ASSETS + [
-        f"{name}_r{k}"
-        for k in rounds
-        for name in ("counterexamples", "revised_explanations", "revision_calls")
-    ]
+    if model.imported:
+        if args.excerpts is not None:
+            raise InputError(
+                f"--excerpts samples a corpus, and {model.name} is imported: its excerpts are "
+                "its dataset's records (sample neurons with neuron_sample in its [models] section)"
+            )
+        # Imported per layer, in the run of the layer: records, their corpus, the explanations.
+        imported = ["corpus", "imported_explanations"]
+        corpus = None
+    else:
+        corpus = materialize.corpus_config(args.excerpts)
+        imported = []
+    skipped = revisions_skipped(settings, model)
+    if skipped:
+        print(f"note: {skipped}", file=sys.stderr)
+    rounds = range(1, 0 if skipped else settings.revisions.rounds + 1)
+    per_layer = (
+        imported
+        + LAYER_ASSETS
+        + [
+            f"{name}_r{k}"
+            for k in rounds
+            for name in ("counterexamples", "revised_explanations", "revision_calls")
+        ]
+    )
     summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
-    run_graph(materialize, model, layers, args.excerpts, per_layer, summaries)
-    print_summary(settings, model, layers)
+    run_graph(materialize, model, layers, corpus, per_layer, summaries)
+    print_summary(settings, model, layers, revisions=bool(rounds))
 
 
 def run_graph(
     materialize: Materializer,
     model: ModelSpec,
     layers: Sequence[int],
-    excerpts: int | None,
+    corpus: dict | None,
     per_layer: list[str],
     summaries: list[str],
 ) -> None:
-    """The corpus, then `per_layer` assets in one run per contiguous range of `layers`, then
-    the `summaries`, of one model's graph."""
+    """The corpus (run with the `corpus` config; None: made per layer, as an imported model's
+    is), then `per_layer` assets in one run per contiguous range of `layers`, then the
+    `summaries`, of one model's graph."""
     prefix = model.key_prefix
-    corpus = materialize.corpus_config(excerpts, model)
-    materialize([materialize.key("corpus", prefix)], config=corpus)
+    if corpus is not None:
+        materialize([materialize.key("corpus", prefix)], config=corpus)
     order = [str(layer) for layer in model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name, prefix) for name in per_layer], low_high)
@@ -197,7 +219,8 @@ def command_study(args: argparse.Namespace, settings: Settings) -> None:
         print("study: the trained models are up to date", file=sys.stderr)
     excerpts = args.excerpts or study.explain_excerpts
     for model in models:
-        run_graph(materialize, model, model.layers, excerpts, LAYER_ASSETS, ["score_summary"])
+        corpus = materialize.corpus_config(excerpts, model)
+        run_graph(materialize, model, model.layers, corpus, LAYER_ASSETS, ["score_summary"])
     print_training_summary(settings)
     names = [model.name for model in models]
     reference = settings.comparison.reference or names[0]
@@ -277,10 +300,11 @@ def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
     corpus_excerpts = _last_corpus_size(materialize)
 
     def run(keys: list, partitions: tuple[str, str] | None) -> None:
-        # A stale corpus is rebuilt with the sample size it last had, not the whole source.
+        # A stale corpus is rebuilt with the sample size it last had, not the whole source;
+        # an imported model's comes with its records and takes no sample size.
         config = (
             materialize.corpus_config(corpus_excerpts)
-            if materialize.key("corpus") in keys
+            if materialize.key("corpus") in keys and not model.imported
             else None
         )
         materialize(keys, partitions, config)
@@ -297,7 +321,9 @@ def _last_corpus_size(materialize: Materializer) -> int | None:
     return value.value if value is not None and isinstance(value.value, int) else None
 
 
-def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -> None:
+def print_summary(
+    settings: Settings, model: ModelSpec, layers: Sequence[int], *, revisions: bool
+) -> None:
     from autointerp.activations.neuron_records import records_summary
 
     def read(table: str, **options) -> pl.DataFrame:
@@ -319,10 +345,10 @@ def print_summary(settings: Settings, model: ModelSpec, layers: Sequence[int]) -
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
-        if settings.revisions.rounds:
-            revisions = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
+        if revisions:
+            rounds = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
-            print(revisions.drop("explainer_hash", "simulator_hash", strict=False))
+            print(rounds.drop("explainer_hash", "simulator_hash", strict=False))
     print(f"\nDelta tables: {settings.model_root(model)}")
     print(
         f"Neuron viewer: autointerp view --model {model.name}  (make view), then open "
@@ -429,6 +455,86 @@ def print_comparison(comparison: pl.DataFrame, plot: Path) -> None:
         "bootstrap 95% interval over neurons."
     )
     print(f"Plot: {plot}")
+
+
+def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
+    """Records, explanations and scored simulations in OpenAI's published layout."""
+    from autointerp.interchange.dataset import model_source
+    from autointerp.interchange.exporting import (
+        EXPORTED_SET,
+        EXPORTED_SPLIT,
+        READ,
+        export_openai,
+        read_layer,
+    )
+
+    model = settings.model(args.model)
+    layers = parse_layers(args.layers, model)
+    profiles = settings.for_model(model).profiles
+    explainer = args.explainer or profiles.active_explainers[0]
+    simulator = args.simulator or profiles.active_simulators[0]
+    root, options = settings.model_root(model), settings.storage.storage_options
+    versions = _table_versions(root, [*READ, "corpus"], options, model)
+    manifest = {
+        "format": "OpenAI neuron-explainer: collated-activations/, explanations/",
+        "model": model.name,
+        "model_source": model_source(model),
+        "explainer": explainer,
+        "simulator": simulator,
+        "scores": f"{EXPORTED_SPLIT} split, {EXPORTED_SET}, as stored in the scores table",
+        "expected_activations": "the simulator's 0-10 values, uncalibrated; null where none",
+        "tables": {"root": root, "versions": versions},
+    }
+    written = export_openai(
+        Path(args.out),
+        layers,
+        lambda layer: read_layer(root, layer, explainer, simulator, versions, options),
+        manifest,
+    )
+    for layer, counts in written["layers"].items():
+        print(
+            f"layer {layer}: {counts['neurons']} neuron records, {counts['explained']} "
+            "explanation files"
+        )
+    print(f"written: {Path(args.out).resolve()}")
+
+
+def command_export_dataset(args: argparse.Namespace, settings: Settings) -> None:
+    """Every table of the model as Parquet, with a dataset card."""
+    from assets import model_assets
+    from autointerp.interchange.dataset import export_dataset
+
+    model = settings.model(args.model)
+    root, options = settings.model_root(model), settings.storage.storage_options
+    names = [key.path[-1] for asset in model_assets(settings, model) for key in asset.keys]
+    tables = [name for name in names if table_version(f"{root}/{name}", options) is not None]
+    _table_versions(root, ["neuron_records", "scores"], options, model)  # the least worth sharing
+    metadata = export_dataset(
+        Path(args.out),
+        root,
+        tables,
+        model=model,
+        corpus=None if model.imported else settings.corpus,
+        profiles=settings.for_model(model).profiles,
+        storage_options=options,
+    )
+    for table in metadata["tables"]:
+        print(f"{table['name']}: {table['rows']:,} rows (Delta version {table['version']})")
+    print(f"written: {Path(args.out).resolve()} (README.md is the dataset card)")
+
+
+def _table_versions(
+    root: str, tables: Sequence[str], options: dict[str, str], model: ModelSpec
+) -> dict[str, int]:
+    """Each table's latest version, pinned for a whole export; an error names the missing."""
+    versions = {name: table_version(f"{root}/{name}", options) for name in tables}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise InputError(
+            f"{model.name} has no {', '.join(missing)} table yet: materialize it first "
+            f"(autointerp run --model {model.name})"
+        )
+    return {name: int(version) for name, version in versions.items() if version is not None}
 
 
 def command_repair(args: argparse.Namespace, settings: Settings) -> None:
@@ -569,6 +675,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare.add_argument("--reference", help="with --models: the model compared against")
     study = sub.add_parser("study", help="train the activation study's models, explain, compare")
     study.add_argument("--excerpts", type=int, help="corpus excerpts each model is explained on")
+    export = sub.add_parser("export", help="write a model's results in a shareable format")
+    formats = export.add_subparsers(dest="format", required=True)
+    openai = formats.add_parser(
+        "openai", help="records, explanations and scored simulations in OpenAI's published layout"
+    )
+    openai.add_argument("--model", help="a model declared in autointerp.toml")
+    openai.add_argument("--layers", help="'0,5,29', '0-29' or 'all' (default: all)")
+    openai.add_argument("--out", required=True, help="a new folder to write")
+    openai.add_argument("--explainer", help="the explainer profile (default: the first active)")
+    openai.add_argument("--simulator", help="the simulator profile (default: the first active)")
+    dataset = formats.add_parser("dataset", help="the tables as Parquet with a dataset card")
+    dataset.add_argument("--model", help="a model declared in autointerp.toml")
+    dataset.add_argument("--out", required=True, help="a new folder to write")
     repair = sub.add_parser(
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
@@ -603,6 +722,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_compare(args, settings)
         elif args.command == "study":
             command_study(args, settings)
+        elif args.command == "export" and args.format == "openai":
+            command_export_openai(args, settings)
+        elif args.command == "export":
+            command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
 

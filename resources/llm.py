@@ -15,7 +15,7 @@ class LLMClients(dg.ConfigurableResource):
     cache_dir: str
 
     def client(self, profile: ExplainerProfile | SimulatorProfile) -> LLMClient | None:
-        """None for an offline baseline, which calls no LLM."""
-        if profile.kind == "baseline":
+        """None for an offline baseline or an imported profile, which call no LLM."""
+        if profile.kind != "llm":
             return None
         return LLMClient(profile.endpoint(), cache_dir=Path(self.cache_dir))

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import torch
 
 from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
 from autointerp.activations.sampling import excerpt_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
+from autointerp.storage.columns import nested_lists as _nested
 
 # Rows per Parquet row group of the neuron_records table: a row is one neuron with every kept
 # excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
@@ -348,18 +348,6 @@ def _check_finite(maxes: torch.Tensor, layer: int, ids: torch.Tensor) -> None:
         'the model overflowed in its dtype; try dtype = "float32" (or "bfloat16") in its '
         "[models] section"
     )
-
-
-def _nested(flat: np.ndarray, *lengths: np.ndarray) -> pl.Series:
-    """Nested lists from flat values and the length of every list, innermost level first.
-
-    Built through Arrow offsets: a Python list per neuron would dominate the write time.
-    """
-    array = pa.array(np.ascontiguousarray(flat))
-    for length in lengths:
-        offsets = np.concatenate([[0], np.cumsum(length)]).astype(np.int32)
-        array = pa.ListArray.from_arrays(pa.array(offsets), array)
-    return pl.Series(array)
 
 
 def records_summary(records: pl.DataFrame) -> pl.DataFrame:

@@ -44,7 +44,11 @@ from autointerp.simulate.simulator_prompt import (
 )
 from autointerp.storage.hashing import content_hash
 
-KINDS = ("baseline", "llm")
+KINDS = ("baseline", "llm")  # what a configuration declares
+# The profiles of an imported dataset (`imported_profiles`): declared by the model, never here.
+IMPORTED = "imported"
+IMPORTED_PREFIX = "imported:"
+IMPORT_VERSION = "openai-format-1"
 LLM_SIMULATOR_METHODS = (CHAT_LOGPROBS, ALL_AT_ONCE, PLAIN_TEXT)
 SIMULATOR_METHODS = (*LLM_SIMULATOR_METHODS, LEXICAL_SIMULATOR)
 # A paid run over every neuron of a model is a deliberate choice, so LLM explainers start small.
@@ -113,6 +117,8 @@ def _content(profile: ExplainerProfile | SimulatorProfile, role: str) -> dict[st
     LLM default leaves baseline hashes alone); for an LLM every non-operational field, with the
     few-shot set by content, so editing the set changes the hash."""
     content = profile.hash_content()
+    if profile.kind == IMPORTED:
+        return {"kind": IMPORTED, "version": IMPORT_VERSION, "source": profile.source}
     if profile.kind == "baseline":
         baseline = _BASELINE_KEYS[role] - {"kind"}
         return {"kind": "baseline", "version": BASELINE_VERSION} | {
@@ -147,8 +153,10 @@ class ExplainerProfile(Versioned):
     completion_price_per_m: float | None = None
     neuron_sample: str = "all"
     max_cues: int = 5  # the baseline: how many tokens or contexts an explanation names
+    source: str | None = None  # an imported profile: the dataset its explanations come from
 
     OPERATIONAL = _OPERATIONAL
+    SINCE_DEFAULT = frozenset({"source"})
     RULES: ClassVar[Mapping[str, Rule]] = {
         **_ENDPOINT_RULES,
         "prompt": one_of(EXPLAINER_PROMPT_VERSION, TOKEN_LIST_PROMPT_VERSION),
@@ -163,8 +171,11 @@ class ExplainerProfile(Versioned):
 
     @property
     def hash(self) -> str:
-        # `prompt` is the prompt's version string, so it is part of the content.
-        return content_hash("explainer", _content(self, "explainer"))
+        return content_hash("explainer", self.hashed_content())
+
+    def hashed_content(self) -> dict[str, Any]:
+        """What the hash covers. `prompt` is the prompt's version string, so it is part of it."""
+        return _content(self, "explainer")
 
     def endpoint(self) -> Endpoint:
         return _endpoint(self)
@@ -201,9 +212,10 @@ class SimulatorProfile(Versioned):
     quoted_stem_weight: float = LexicalWeights.quoted_stem
     word_weight: float = LexicalWeights.word
     context_weight: float = LexicalWeights.context
+    source: str | None = None  # an imported profile: the dataset its simulations come from
 
     OPERATIONAL = _OPERATIONAL
-    SINCE_DEFAULT = _LEXICAL_WEIGHTS
+    SINCE_DEFAULT = _LEXICAL_WEIGHTS | {"source"}
     RULES: ClassVar[Mapping[str, Rule]] = {
         **_ENDPOINT_RULES,
         "max_missing_share": between(0, 1),
@@ -212,10 +224,14 @@ class SimulatorProfile(Versioned):
 
     @property
     def hash(self) -> str:
+        return content_hash("simulator", self.hashed_content())
+
+    def hashed_content(self) -> dict[str, Any]:
+        """What the hash covers."""
         content = _content(self, "simulator")
         if self.kind == "llm":
             content["prompt_version"] = SIMULATOR_PROMPT_VERSION
-        return content_hash("simulator", content)
+        return content
 
     def endpoint(self) -> Endpoint:
         return _endpoint(self)
@@ -276,7 +292,9 @@ def _build(cls: type, role: str, name: str, raw: Any, defaults: dict[str, Any]) 
             f"{role} {name!r} is a baseline and takes only {sorted(_BASELINE_KEYS[role])}; "
             f'{sorted(extra)} belong to kind = "llm"'
         )
-    profile = build(cls, f"{role}s.{name}", raw, fixed={"name": name}, defaults=defaults)
+    # `source` belongs to imported profiles, which a model declaration makes.
+    fixed = {"name": name, "source": None}
+    profile = build(cls, f"{role}s.{name}", raw, fixed=fixed, defaults=defaults)
     if kind == "llm":
         if not profile.model:
             raise ConfigError(f"{role} {name!r}: an llm profile needs a model")
@@ -311,6 +329,18 @@ def simulator_profile(name: str, raw: Any) -> SimulatorProfile:
             f"{raw.get('method')!r}"
         )
     return dataclasses.replace(profile, method=method)
+
+
+def imported_profiles(model: str, source: str) -> tuple[ExplainerProfile, SimulatorProfile]:
+    """The explainer and simulator profiles of a model imported from `source` (ModelSpec
+    `openai_dataset`): both named `imported:<model>`. The explainer's rows are the dataset's
+    explanations (never written by an LLM here); the simulator's are the dataset's scored
+    simulations of them, with the scores as stored."""
+    name = IMPORTED_PREFIX + model
+    return (
+        ExplainerProfile(name, kind=IMPORTED, source=source),
+        SimulatorProfile(name, kind=IMPORTED, method=IMPORTED, source=source),
+    )
 
 
 def _names(raw: Any, key: str, default: list[str], declared: dict) -> list[str]:

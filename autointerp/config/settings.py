@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from autointerp.activations.sampling import is_sample_spec
-from autointerp.config.profiles import Profiles, load_profiles
+from autointerp.config.profiles import Profiles, imported_profiles, load_profiles
 from autointerp.config.validation import Rule, at_least, between, build, matches, one_of
 from autointerp.config.versioning import Versioned
 from autointerp.errors import ConfigError
@@ -46,6 +46,12 @@ class ModelSpec:
 
     Exactly one of `gguf`, `path` or `hf_id` says where the weights come from. `hf_id` needs the
     hub to be allowed explicitly (`allow_hub`), since nothing is fetched from a hub by default.
+
+    Or `openai_dataset`: a folder (or, with the network allowed, a URL) in the layout OpenAI
+    published its neuron datasets in (`autointerp.interchange`). Its records and explanations
+    are imported, with no forward pass: `neurons` per layer, `neuron_sample` of them per layer.
+    `weights` may name another declared model whose forward pass gives these activations, which
+    the revision rounds run their counterexample texts through; without it they are skipped.
     """
 
     name: str
@@ -53,6 +59,10 @@ class ModelSpec:
     hf_id: str | None = None
     path: str | None = None
     gguf: GgufSource | None = None
+    openai_dataset: str | None = None
+    neurons: int | None = None  # per layer, an imported model only
+    neuron_sample: str = "all"  # which neurons of each layer are imported
+    weights: str | None = None  # a declared model with these activations, an imported model only
     dtype: str = "auto"  # auto: bfloat16 (measured ~2-5x faster than fp32 on CPU), see load
     device: str = "auto"  # auto: CUDA when present
     batch_size: int = 32
@@ -63,6 +73,8 @@ class ModelSpec:
         "batch_size": at_least(1, "a whole number"),
         "context_length": at_least(1, "a whole number"),
         "dtype": one_of(*DTYPES),
+        "neurons": at_least(1, "a whole number"),
+        "neuron_sample": (is_sample_spec, "all, first:N or random:N:SEED"),
         "device": matches(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", "auto, cpu, cuda, cuda:N, mps or xpu"),
     }
 
@@ -74,6 +86,11 @@ class ModelSpec:
     @property
     def layers(self) -> list[int]:
         return list(range(self.num_layers))
+
+    @property
+    def imported(self) -> bool:
+        """The model's records and explanations are imported, not captured."""
+        return self.openai_dataset is not None
 
 
 @dataclass(frozen=True)
@@ -139,7 +156,10 @@ class RevisionSpec(Versioned):
     """Counterexample revision rounds (the publication's first way to raise scores).
 
     `explainer` and `simulator` name profiles (default: the first active ones); the explainer
-    must be the one whose explanations are revised. `neuron_sample` is taken per layer. The
+    must be the one whose explanations are revised. `reviser` names the explainer profile that
+    writes the counterexample texts and the revisions (default: the explainer itself; for an
+    imported explainer, which writes nothing, the token-statistics baseline). `neuron_sample`
+    is taken per layer. The
     baseline reviser's thresholds are on the simulator's 0–10 scale (`high_prediction`) or
     shares of the neuron's train peak activation (`fired`, `strong`).
     """
@@ -147,6 +167,7 @@ class RevisionSpec(Versioned):
     rounds: int = 2
     explainer: str | None = None
     simulator: str | None = None
+    reviser: str | None = None
     neuron_sample: str = "first:32"
     n_texts: int = 5  # generated counterexample texts per neuron and round
     mine_k: int = 3  # mined false positives and false negatives kept per neuron and round
@@ -181,6 +202,7 @@ class RevisionSpec(Versioned):
     }
     SINCE_DEFAULT = frozenset(
         {
+            "reviser",
             "generation_tokens_per_text",
             "high_prediction",
             "fired",
@@ -378,6 +400,31 @@ class Settings:
             raise ConfigError(f"unknown model {name!r}; models declared in the config: {known}")
         return self.models[name]
 
+    def weights_of(self, model: ModelSpec) -> ModelSpec | None:
+        """The model whose forward pass gives `model`'s activations: itself, an imported
+        model's `weights`, or None for an imported model without them."""
+        if not model.imported:
+            return model
+        return self.model(model.weights) if model.weights else None
+
+    def for_model(self, model: ModelSpec) -> Settings:
+        """The settings `model`'s graph runs with: an imported model's own explainer and
+        simulator profiles (`imported:<name>`) join the active ones, its explainer first (so
+        that revision rounds revise it) and its simulator last (it only reads what the dataset
+        holds, so it never simulates another explainer)."""
+        if not model.imported:
+            return self
+        explainer, simulator = imported_profiles(model.name, str(model.openai_dataset))
+        profiles = self.profiles
+        profiles = replace(
+            profiles,
+            explainers={**profiles.explainers, explainer.name: explainer},
+            simulators={**profiles.simulators, simulator.name: simulator},
+            active_explainers=[explainer.name, *profiles.active_explainers],
+            active_simulators=[*profiles.active_simulators, simulator.name],
+        )
+        return replace(self, profiles=profiles)
+
 
 def _model_spec(name: str, raw: Any) -> ModelSpec:
     section = f"models.{name}"
@@ -389,8 +436,16 @@ def _model_spec(name: str, raw: Any) -> ModelSpec:
     gguf = raw.pop("gguf", None)
     source = build(GgufSource, f"{section}.gguf", gguf, rules={}) if gguf is not None else None
     spec = build(ModelSpec, section, raw, fixed={"name": name, "gguf": source})
-    if len([s for s in (spec.hf_id, spec.path, spec.gguf) if s]) != 1:
-        raise ConfigError(f"[{section}] give exactly one of hf_id, path or gguf")
+    if len([s for s in (spec.hf_id, spec.path, spec.gguf, spec.openai_dataset) if s]) != 1:
+        raise ConfigError(f"[{section}] give exactly one of hf_id, path, gguf or openai_dataset")
+    if spec.imported and spec.neurons is None:
+        raise ConfigError(f"[{section}] an openai_dataset needs neurons (per layer)")
+    if not spec.imported and (
+        spec.neurons is not None or spec.weights is not None or spec.neuron_sample != "all"
+    ):
+        raise ConfigError(
+            f"[{section}] neurons, neuron_sample and weights are for an openai_dataset only"
+        )
     return spec
 
 
@@ -454,6 +509,18 @@ def load_settings(
     if not isinstance(declared, dict):
         raise ConfigError("[models] must hold one table per model, e.g. [models.NAME]")
     models = {name: _model_spec(name, spec) for name, spec in declared.items()}
+    for model in models.values():
+        weights = models.get(model.weights) if model.weights else None
+        if model.weights and (weights is None or weights.imported):
+            raise ConfigError(
+                f"[models.{model.name}] weights = {model.weights!r}: the name of a declared "
+                "model with weights (gguf, path or hf_id)"
+            )
+        if weights is not None and weights.num_layers != model.num_layers:
+            raise ConfigError(
+                f"[models.{model.name}] num_layers = {model.num_layers}, but its weights "
+                f"{weights.name!r} have {weights.num_layers}: they must be the same model"
+            )
     study = _study(raw, models, home)
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):

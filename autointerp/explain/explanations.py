@@ -20,7 +20,7 @@ import polars as pl
 from autointerp.activations.data_model import ActivationRecord, NeuronId
 from autointerp.activations.excerpts import neurons_of, records_by_neuron
 from autointerp.activations.sampling import select_neurons
-from autointerp.config.profiles import ExplainerProfile
+from autointerp.config.profiles import IMPORTED, ExplainerProfile
 from autointerp.errors import InputError
 from autointerp.explain.baseline import explain_by_token_statistics
 from autointerp.explain.explainer_prompt import (
@@ -85,6 +85,11 @@ def explain(
     writes one sample per neuron; an LLM profile asks for `n`, and a neuron whose call or prompt
     failed gets `n` error rows, so that every (neuron, sample) appears once.
     """
+    if profile.kind == IMPORTED:
+        raise InputError(
+            f"explainer {profile.name!r} is imported: its explanations are its dataset's "
+            "(autointerp.interchange.imported), never written here"
+        )
     neurons = select_neurons(neurons_of(excerpts), profile.neuron_sample)
     train = records_by_neuron(excerpts, split="train", kind="top")
     explainer = {"explainer": profile.name, "explainer_hash": profile.hash}  # hashed once

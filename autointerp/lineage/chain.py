@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -108,6 +108,8 @@ class ScoreChain:
     simulations: list[SimulatedExcerpt]
     simulator_calls: list[LLMCall]
     tables: list[TableRead]
+    # An imported neuron's files: its record, then its explanations (its neuron_records row).
+    imported_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

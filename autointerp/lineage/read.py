@@ -72,6 +72,7 @@ _EXPLANATION_COLUMNS = ["explainer", "explainer_hash", "sample", "explanation", 
 _EXPLANATION_COLUMNS += ["call_ids", "error"]
 CALL_COLUMNS = [c for c in CALLS_SCHEMA if c not in ("latency_s", "attempts")]
 _EXCERPT_COLUMNS = ["split", "kind", "rank", "excerpt_id", "max_activation"]
+IMPORTED_FILES = ("record_file", "explanation_file")  # imported neuron_records only
 # What each table's reads take, with their types, so a table never written reads as empty.
 _SCHEMAS = {
     "simulations": SIMULATIONS_SCHEMA,
@@ -291,6 +292,7 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
             error=found["error"],
         )
     excerpt_ids = {*simulations["excerpt_id"].to_list(), *shown["excerpt_id"].to_list()}
+    imported_files = _imported_files(tables, versions["neuron_records"], neuron)
     texts = _texts(tables, versions["corpus"], excerpt_ids, _first(rows, "corpus_id"))
     simulation_call_ids = sorted({i for ids in simulations["call_ids"].to_list() for i in ids})
     return ScoreChain(
@@ -342,7 +344,22 @@ def _chain(tables: _Tables, neuron: int, rows: pl.DataFrame) -> ScoreChain:
         ],
         simulator_calls=_calls(tables, SIMULATOR_CALLS, versions, simulation_call_ids),
         tables=reads,
+        imported_files=imported_files,
     )
+
+
+def _imported_files(tables: _Tables, version: int | None, neuron: int) -> list[str]:
+    """The files an imported neuron was read from (its neuron_records row names them); none for
+    a captured neuron."""
+    if version is None:
+        return []
+    columns = tables.read("neuron_records", version, None, where=pl.lit(False)).columns
+    if IMPORTED_FILES[0] not in columns:
+        return []
+    row = tables.read(
+        "neuron_records", version, ["neuron", *IMPORTED_FILES], where=pl.col("neuron") == neuron
+    ).filter(pl.col("neuron") == neuron)
+    return [f for f in row.select(IMPORTED_FILES).row(0) if f] if row.height else []
 
 
 def _texts(

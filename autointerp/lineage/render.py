@@ -74,6 +74,8 @@ def _render_chain(chain: ScoreChain, width: int, printed: set[str]) -> list[str]
             f"      prompt hash {explanation.prompt_hash or '-'}, "
             f"calls {', '.join(explanation.call_ids) or 'none (baseline)'}",
         ]
+    if chain.imported_files:
+        lines.append(f"    imported from: {', '.join(chain.imported_files)}")
     for call in chain.explainer_calls:
         lines += _render_call(call, "      ")
         if call.call_id in printed:

@@ -330,6 +330,7 @@ def find_counterexamples(
     simulator_client: LLMClient | None,
     candidates: pl.DataFrame | None = None,
     spec: RevisionSpec = DEFAULT_SPEC,
+    reviser: ExplainerProfile | None = None,
 ) -> tuple[pl.DataFrame, list[CallResult], pl.DataFrame]:
     """A round's counterexamples for every neuron of `current` (CURRENT_SCHEMA; the neurons'
     explanations as they enter the round), from a neuron_excerpts frame.
@@ -340,12 +341,13 @@ def find_counterexamples(
     nothing usable gets one generated row with `error` set. Returns COUNTEREXAMPLES_SCHEMA
     rows, every LLM call made (generation, then simulation), and which neuron each call was
     made for (`cited`, mined candidates that were not kept included). `spec` gives the number of
-    texts, how many mined excerpts to keep, and the smallest miss that counts."""
+    texts, how many mined excerpts to keep, and the smallest miss that counts. `reviser` writes
+    the texts in the explainer's place (`explainer_client` is then its client)."""
     check_current(current, explainer, simulator)
     train = records_by_neuron(excerpts, split="train", kind="top")
     peaks = train_peaks(excerpts)
     texts, calls = generate_texts(
-        explainer,
+        reviser or explainer,
         current,
         train,
         round_number=round_number,

@@ -208,6 +208,7 @@ def revise_round(
     explainer_client: LLMClient | None,
     simulator_client: LLMClient | None,
     spec: RevisionSpec = DEFAULT_SPEC,
+    reviser: ExplainerProfile | None = None,
 ) -> tuple[pl.DataFrame, list[CallResult]]:
     """Revise every neuron of `previous` (CURRENT_SCHEMA, round `round_number` − 1) with its
     counterexamples of this round (COUNTEREXAMPLES_SCHEMA), on a neuron_excerpts frame.
@@ -217,8 +218,11 @@ def revise_round(
     carried forward with its calibration and test scores, so the frame is the next round's
     `previous`. A neuron without usable counterexamples, or whose candidate could not be
     written or scored, carries its explanation forward with `error` saying why. Returns the
-    rows and the LLM calls made (revisions, then simulations)."""
+    rows and the LLM calls made (revisions, then simulations). `reviser` writes the revisions in
+    the explainer's place (`explainer_client` is then its client); the rows stay the
+    explainer's."""
     check_current(previous, explainer, simulator)
+    writer = reviser or explainer
     if previous.filter(pl.col("round") != round_number - 1).height:
         raise InputError(
             f"round {round_number} revises the explanations of round {round_number - 1}"
@@ -263,7 +267,7 @@ def revise_round(
             todo.append(neuron)
 
     calls: list[CallResult] = []
-    if explainer.kind == "baseline":
+    if writer.kind == "baseline":
         reference = records_by_neuron(excerpts, split="train", kind="random")
         for neuron in todo:
             rows[neuron]["revised_explanation"] = revise_by_token_statistics(
@@ -271,14 +275,14 @@ def revise_round(
             )
     elif todo:
         if explainer_client is None:
-            raise InputError(f"explainer {explainer.name!r} calls an LLM: it needs a client")
-        explainer_client.check_serves(explainer.model, explainer.base_url)
+            raise InputError(f"explainer {writer.name!r} calls an LLM: it needs a client")
+        explainer_client.check_serves(writer.model, writer.base_url)
         prompts = [revision_request(rows[n]["explanation"], train[n], usable[n]) for n in todo]
         params = {
             "n": 1,
-            "max_tokens": explainer.max_tokens,
-            "temperature": explainer.temperature,
-            "top_p": explainer.top_p,
+            "max_tokens": writer.max_tokens,
+            "temperature": writer.temperature,
+            "top_p": writer.top_p,
         }
         calls = explainer_client.run_all([LLMRequest.chat(p.messages, **params) for p in prompts])
         for neuron, prompt, result in zip(todo, prompts, calls, strict=True):

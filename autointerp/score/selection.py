@@ -6,6 +6,10 @@ ev_correlation (top_and_random) on the valid split, undefined scores last and ti
 sample. A report on the valid split itself chooses on the calibration split instead, so that no
 split both picks a sample and reports it: the best of n noisy draws on the split reported would
 overstate an explanation's quality.
+
+A neuron and profile pair scored on no row of the choosing split (an imported simulator's scores
+hold only the published test split) counts its first sample: chosen by no score, it overstates
+nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +30,22 @@ def chosen_samples(scores: pl.DataFrame, *, reported: str = "test") -> pl.DataFr
     """Per neuron and profile pair (NEURON_KEY), the sample that counts for a report on
     `reported`, with its `selection_score` (NaN as null) on the split that chose it."""
     chooser = selection_split(reported)
-    rows = scores.filter((pl.col("split") == chooser) & (pl.col("scored_on") == SELECTED_ON))
+    rows = scores.filter(pl.col("scored_on") == SELECTED_ON).select(
+        *NEURON_KEY,
+        "sample",
+        pl.when(pl.col("split") == chooser)
+        .then(pl.col("ev_correlation").fill_nan(None))
+        .alias("selection_score"),
+        (pl.col("split") == chooser).alias("on_chooser"),
+    )
+    choosing = rows.group_by(NEURON_KEY).agg(pl.col("on_chooser").any().alias("choosing"))
     return (
-        rows.select(
-            *NEURON_KEY, "sample", pl.col("ev_correlation").fill_nan(None).alias("selection_score")
-        )
+        rows.join(choosing, on=list(NEURON_KEY))
+        .filter(pl.col("on_chooser") | ~pl.col("choosing"))
         .sort("selection_score", "sample", descending=[True, False], nulls_last=True)
         .group_by(NEURON_KEY, maintain_order=True)
         .first()
+        .drop("on_chooser", "choosing")
     )
 
 

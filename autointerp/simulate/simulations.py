@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from autointerp.activations.splits import SCORING_SPLITS
-from autointerp.config.profiles import SimulatorProfile
+from autointerp.config.profiles import IMPORTED, SimulatorProfile
 from autointerp.errors import AutointerpError, InputError
 from autointerp.explain.prompt_format import ResponseParseError
 from autointerp.llm.client import LLMClient
@@ -124,6 +124,11 @@ def simulate(
     """Simulate every usable explanation on its neuron's scoring excerpts (a neuron_excerpts
     frame). Returns the `simulations` table (SIMULATIONS_SCHEMA) and the LLM calls made (empty
     for the baseline)."""
+    if profile.kind == IMPORTED:
+        raise InputError(
+            f"simulator {profile.name!r} is imported: it simulates nothing, its simulations are "
+            "its dataset's (autointerp.interchange.imported)"
+        )
     pairs = scoring_pairs(explanations, excerpts)
     explanation_texts = pairs["explanation"].to_list()
     tokens = pairs["tokens"].to_list()

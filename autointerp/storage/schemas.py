@@ -57,6 +57,26 @@ SIMULATIONS_SCHEMA = {
     "error": pl.Utf8,
 }
 
+# imported_explanations: an imported dataset's explanations with their scored simulations as
+# published, one row per (neuron, sample); the imported explainer and simulator profiles write
+# the explanations, simulations and scores rows of them (autointerp.interchange.imported).
+IMPORTED_EXPLANATIONS_SCHEMA = {
+    "layer": pl.Int32,
+    "neuron": pl.Int32,
+    "sample": pl.Int32,  # the explanation's position in the file's scored_explanations
+    "explanation": pl.Utf8,
+    # As stored in the file, pooled over its scored excerpts; NaN where it stores none.
+    "ev_correlation": pl.Float64,
+    "rsquared": pl.Float64,
+    "absolute_dev_explained": pl.Float64,
+    "calibrated": pl.Boolean,  # the stored scores are of predictions on the neuron's scale
+    "excerpt_ids": pl.List(pl.Int64),  # the scored excerpts, in file order
+    "kinds": pl.List(pl.Utf8),  # top | random, per scored excerpt
+    "true_activations": pl.List(pl.List(pl.Float32)),
+    "expected_activations": pl.List(pl.List(pl.Float32)),  # 0-10; null where none was given
+    "explanation_file": pl.Utf8,
+}
+
 # The key of one scored explanation sample: what a scores row is the score of.
 SCORE_KEYS = (
     "layer",

@@ -228,7 +228,7 @@ def neuron_page(
         *record["random_excerpt_ids"],
         *(i for band in record["quantile_excerpt_ids"] or [] for i in band),
     ]
-    tokens = _tokens(tables, ids, record["corpus_id"])
+    tokens = _tokens(tables, ids, record["corpus_id"], layer)
 
     def excerpts(
         ids: Sequence[int], acts: Sequence[list[float]], label: str, kind: str | None
@@ -424,10 +424,17 @@ def _splits(tables: ModelTables, layer: int, neuron: int) -> dict[tuple[str, int
     return {(kind, i): split for _, kind, i, split in mine.iter_rows()}
 
 
-def _tokens(tables: ModelTables, ids: Sequence[int], corpus_id: str | None) -> dict[int, list[str]]:
+def _tokens(
+    tables: ModelTables, ids: Sequence[int], corpus_id: str | None, layer: int
+) -> dict[int, list[str]]:
     """The token strings of excerpts, from the corpus the records came from (every corpus's,
-    for records that do not name one); held once per corpus version."""
-    corpus = tables.frame("corpus", ["excerpt_id", "tokens"], key=corpus_id)
+    for records that do not name one); held once per corpus version. An imported model's
+    corpus is partitioned by layer, each layer's excerpts a corpus of their own."""
+    columns = ["excerpt_id", "tokens"]
+    if tables.snapshot("corpus").column == "layer":
+        corpus = tables.frame("corpus", columns, layer=layer)
+    else:
+        corpus = tables.frame("corpus", columns, key=corpus_id)
     found = corpus.filter(pl.col("excerpt_id").is_in(list(set(ids))))
     return dict(found.iter_rows())
 

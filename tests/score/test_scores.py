@@ -125,6 +125,11 @@ def test_one_rule_picks_the_sample_and_no_split_both_picks_and_reports():
     assert chosen_samples(scores, reported="valid")["sample"].to_list() == [1]
     on_valid = compare_explainers(scores, split="valid")  # one explainer: nothing to pair
     assert on_valid.is_empty()
+    # Scores of the test split only (an imported simulator's): the first sample counts.
+    published = scores_frame([(1, 1, "test", 0.9), (1, 0, "test", 0.3), (1, 2, "test", 0.95)])
+    chosen = chosen_samples(published, reported="test")
+    assert chosen["sample"].to_list() == [0] and chosen["selection_score"].to_list() == [None]
+    assert chosen_samples(pl.concat([scores, published]))["sample"].to_list() == [0, 0]
 
 
 def test_summary_reports_missing_share_and_scale_scores_only_where_calibrated():

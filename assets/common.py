@@ -114,9 +114,15 @@ def run_profiles(
     frames, audits, results = [], [], []
     for profile in profiles:
         client = llm.client(profile)
-        progress = ProgressLog(context.log.info, f"{stage} with {profile.name}", "rows")
+        progress = ProgressLog(
+            context.log.info,
+            f"{stage} with {profile.name}",
+            "rows",
+            detail=client.activity if client is not None else None,
+        )
         try:
-            frame, calls = work(profile, client=client, progress=progress)
+            with progress:
+                frame, calls = work(profile, client=client, progress=progress)
         finally:
             if client is not None:
                 client.close()

@@ -117,7 +117,12 @@ def explanations_assets(
         frame, calls, usage = run_profiles(context, "explain", profiles, llm, work)
         # The audit is written first: every call paid for is on record, even if the stage fails.
         yield dg.Output(calls, "explainer_calls", metadata=usage)
-        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="explanations")
+        check_error_fraction(
+            frame,
+            settings.profiles.max_error_fraction,
+            stage="explanations",
+            audit=f"{prefix}/explainer_calls",
+        )
         neurons = neurons_of(excerpts)
         expected = {p.name: select_neurons(neurons, p.neuron_sample) for p in profiles}
         for profile in profiles:

@@ -160,7 +160,10 @@ def round_assets(
             current = upstream["previous"].filter(pl.col("explainer") == explainer.name)
         current = _sampled(current, spec.neuron_sample)
         context.log.info(f"round {round_number}: revising {current.height} neurons")
-        explainer_client, simulator_client = llm.client(reviser), llm.client(simulator)
+        # Each step's calls (texts, their simulations, mining, revisions, scoring) report as
+        # they go: a round on a slow server takes long, and must not be silent.
+        explainer_client = llm.client(reviser, report=context.log.info)
+        simulator_client = llm.client(simulator, report=context.log.info)
         candidates = mining_candidates(
             excerpts,
             neuron_records=neuron_records if spec.mine_quantile_samples else None,

@@ -42,14 +42,17 @@ def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDef
         _view(
             model,
             "score_summary",
-            "score-summary-2",
+            "score-summary-3",
             "Per layer, explainer and simulator, on top_and_random of the test split: neurons, "
             "mean, median and p90 of ev_correlation and the count at or above 0.8 (each "
             "neuron's sample chosen on the valid split), beside the chance floor of shuffled "
             "explanations, the share of tokens the simulator left unanswered, and rsquared and "
-            "absolute deviation explained where predictions were calibrated.",
-            ("scores", "shuffled_scores"),
-            lambda scores, shuffled_scores: score_summary(scores, shuffled_scores),
+            "absolute deviation explained where predictions were calibrated; and how many "
+            "explained neurons it leaves out (dropped) and why (dropped_why).",
+            ("scores", "shuffled_scores", "explanations", "simulations"),
+            lambda scores, shuffled_scores, explanations, simulations: score_summary(
+                scores, shuffled_scores, explanations, simulations
+            ),
         ),
         _view(
             model,

@@ -21,7 +21,7 @@ from autointerp.simulate.simulations import simulate
 from autointerp.storage.hashing import content_hash
 from resources.llm import LLMClients
 
-LOGIC_VERSION = "simulations-3"
+LOGIC_VERSION = "simulations-4"
 
 
 def simulations_assets(
@@ -137,7 +137,12 @@ def simulations_assets(
             "simulator_calls",
             metadata={**usage, **{f"floor_{key}": value for key, value in floor_usage.items()}},
         )
-        check_error_fraction(frame, settings.profiles.max_error_fraction, stage="simulations")
+        check_error_fraction(
+            frame,
+            settings.profiles.max_error_fraction,
+            stage="simulations",
+            audit=f"{prefix}/simulator_calls",
+        )
         read = ("explanations", "corpus", *(["imported_explanations"] if imported else []))
         versions = upstream_versions(context, prefix, top_k_excerpts, *read)
         frame = frame.join(versions, on="layer")

@@ -16,6 +16,8 @@ from benchmarks import (
     refresh,
     revisions,
     scoring,
+    simulator_methods,
+    storage,
     study,
     viewer,
 )
@@ -30,7 +32,9 @@ BENCHMARKS = {
     "revisions": revisions.main,
     "study": study.main,
     "interchange": interchange.main,
+    "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
+    "storage": storage.main,
 }
 # Run by name only: it trains the study's models from scratch (tens of minutes on 2 cores).
 BY_NAME_ONLY = {"study"}

@@ -80,6 +80,16 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
+def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:
+    """A warning per table whose `errors` metadata counts failed rows."""
+    return [
+        f"autointerp: warning: {count} rows of {name}{where} failed (their error column says "
+        "why; score_summary's dropped and dropped_why count the neurons left out)"
+        for name, count in errors.items()
+        if count
+    ]
+
+
 class Materializer:
     """Runs materializations of one model's graph (or of `assets`) in the project's Dagster
     instance."""
@@ -135,6 +145,16 @@ class Materializer:
         names = ", ".join(key.path[-1] for key in keys)
         where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
+        # Rows that failed (within max_error_fraction) are said, never dropped in silence.
+        written = [
+            (m.asset_key.path[-1], m.metadata.get("errors"))
+            for m in (
+                e.event_specific_data.materialization
+                for e in result.get_asset_materialization_events()
+            )
+        ]
+        for line in failed_rows({name: e.value for name, e in written if e is not None}, where):
+            print(line, file=sys.stderr)
 
     def corpus_config(self, max_excerpts: int | None, model: ModelSpec | None = None) -> dict:
         op = f"{(model or self.model).key_prefix}__corpus"
@@ -340,11 +360,30 @@ def print_summary(
         columns=["layer", "neuron", "max_activation", "mean", "variance", "kurtosis"],
     )
     summary = read("score_summary").filter(pl.col("layer").is_in(list(layers)))
+    # Rows of profiles not active now (or edited since) stay in the table, but are not shown
+    # beside the current ones as if comparable: another corpus or prompt may lie behind them.
+    profiles = settings.for_model(model).profiles  # an imported model's own profiles included
+
+    def active(role: str, names: list[str]) -> pl.Expr:
+        hashes = [getattr(profiles, role)(name).hash for name in names]
+        hash_ = pl.col(f"{role}_hash")  # null on a row of neurons that were all dropped
+        return pl.col(role).is_in(names) & (hash_.is_in(hashes) | hash_.is_null())
+
+    current = active("explainer", profiles.active_explainers) & active(
+        "simulator", profiles.active_simulators
+    )
+    others = summary.filter(~current).height
+    summary = summary.filter(current)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=200):
         print(f"\n{model.name}: neuron records per layer")
         print(records_summary(records))
         print(f"\n{model.name}: explanation scores per layer (ev_correlation, test split)")
         print(summary.drop("explainer_hash", "simulator_hash", strict=False))
+        if others:
+            print(
+                f"({others} rows of profiles not active now, or edited since, are not shown: "
+                "the score_summary table keeps them)"
+            )
         if revisions:
             rounds = read("revision_summary").filter(pl.col("layer").is_in(list(layers)))
             print(f"\n{model.name}: revision rounds (test split; kept = revision scored higher)")
@@ -368,7 +407,7 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
     where = (settings.model_root(model), args.layer, args.neuron)
     options = {"storage_options": settings.storage.storage_options}
     lineage = score_lineage(*where, args.explainer, **options)
-    rounds = revision_history(*where, **options)
+    rounds = revision_history(*where, args.explainer, **options)
     if args.json:
         print(json.dumps({**to_json(lineage), "revisions": revisions_json(rounds)}, indent=2))
     else:
@@ -604,6 +643,15 @@ def rebuild_advice(reports: Sequence, model: ModelSpec) -> str:
     return f"to materialize again: autointerp run --model {model.name}{chosen}{also}"
 
 
+def command_maintain(args: argparse.Namespace, settings: Settings) -> None:
+    """Compact and vacuum the model's tables, keeping the versions lineage reads."""
+    from pipelines.maintenance import maintain_model
+
+    model = settings.model(args.model)
+    for report in maintain_model(settings, model, args.retention_hours):
+        print(printable(report.line(), keep_lines=False))
+
+
 def command_view(args: argparse.Namespace, settings: Settings) -> None:
     """Serve the neuron viewer over the Delta tables, or write a static copy of it."""
     from autointerp.viewer.pages import Site
@@ -692,6 +740,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repair", help="restore damaged tables to their last readable state; fail dead runs"
     )
     repair.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain = sub.add_parser(
+        "maintain", help="compact and vacuum a model's tables, keeping what lineage reads"
+    )
+    maintain.add_argument("--model", help="a model declared in autointerp.toml")
+    maintain.add_argument(
+        "--retention-hours",
+        type=int,
+        help="keep files older versions need this long ([storage] retention_hours, default 168)",
+    )
 
     view = sub.add_parser(
         "view", help="serve the neuron viewer over the Delta tables (read-only), or export it"
@@ -728,6 +785,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_export_dataset(args, settings)
         elif args.command == "repair":
             command_repair(args, settings)
+        elif args.command == "maintain":
+            if args.retention_hours is not None and args.retention_hours < 0:
+                raise InputError("--retention-hours must be at least 0")
+            command_maintain(args, settings)
 
         elif args.command == "view":
             command_view(args, settings)

@@ -11,6 +11,7 @@ import dagster as dg
 from assets import all_assets
 from assets.study import GROUP
 from autointerp.config.settings import ModelSpec, Settings, load_settings
+from pipelines.maintenance import maintenance_job
 from resources.delta_io import DeltaIOManager
 from resources.llm import LLMClients
 from resources.subject_models import SubjectModels
@@ -22,7 +23,7 @@ def resources(settings: Settings) -> dict[str, object]:
             root_uri=settings.delta_root, storage_options=settings.storage.storage_options
         ),
         "subject_models": SubjectModels(home=str(settings.home), allow_hub=settings.allow_hub),
-        "llm": LLMClients(cache_dir=str(settings.llm_cache)),
+        "llm": LLMClients.from_settings(settings),
     }
 
 
@@ -39,7 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             description=f"The whole graph of {model.name}: records, explanations, scores.",
         )
         for model in settings.models.values()
-    ]
+    ] + [maintenance_job(settings, model) for model in settings.models.values()]
     if settings.study is not None:
         jobs.append(
             dg.define_asset_job(

@@ -6,6 +6,12 @@ written in one commit that replaces exactly them, so a single-run backfill over 
 one Delta version and never deletes another layer. An input reads only the partitions the step
 needs; an unpartitioned downstream of a partitioned asset reads all of them.
 
+Concurrent runs: a partition write that loses a commit race is re-applied on the table as it is
+then (`delta.write_partitions`). An unpartitioned view (score_summary, compare) is computed from
+whole tables, so re-applying its frame is not enough: when an input it read has a newer version
+before or right after its commit, the step is run again (Dagster's RetryRequested), reading the
+inputs anew. The last view written is therefore computed from the inputs as they ended.
+
 A keyed asset (definition metadata `key_column`, e.g. the corpus's `corpus_id`) holds one table
 partition per key, side by side: a write adds its key (and is a no-op when the key is there
 already: the key is a content hash), never touching another. Its readers read one key: the one
@@ -14,6 +20,7 @@ this run materialized, else the one its latest materialization named.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,6 +68,11 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                     }
                 )
                 return
+        # A view over whole tables (a summary) is only as new as the inputs it read: when another
+        # run committed to one of them since, the step runs again on what is there now.
+        view = column is None
+        if view:
+            self._retry_if_inputs_moved(context)
         code_version = context.asset_spec.code_version
         version = delta.write_partitions(
             uri,
@@ -76,6 +88,8 @@ class DeltaIOManager(dg.ConfigurableIOManager):
             },
             storage_options=self.storage_options,
         )
+        if view:  # moved while this write committed: the next attempt writes a newer view
+            self._retry_if_inputs_moved(context)
         context.add_output_metadata(
             {
                 "delta_version": version,
@@ -91,6 +105,21 @@ class DeltaIOManager(dg.ConfigurableIOManager):
                 ),
             }
         )
+
+    def _retry_if_inputs_moved(self, context: dg.OutputContext) -> None:
+        """Ask Dagster to run the step again (re-reading its inputs) when an input table has
+        a newer version than the one the step read."""
+        moved = []
+        for dep in context.asset_spec.deps:
+            read = _versions_read.get((context.run_id, dep.asset_key))
+            uri = self.table_uri(dep.asset_key)
+            if read is not None and delta.table_version(uri, self.storage_options) != read:
+                moved.append(dep.asset_key.to_user_string())
+        if moved:
+            context.log.info(f"{', '.join(moved)} changed since read; computing again")
+            raise dg.RetryRequested(
+                max_retries=delta.COMMIT_ATTEMPTS, seconds_to_wait=random.uniform(0.05, 0.5)
+            )
 
     def _key_read(self, context: dg.InputContext) -> tuple[str | None, list[str] | None]:
         """(key column, [key]) for an input from a keyed asset: the key this run materialized,

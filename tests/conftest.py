@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -145,6 +147,70 @@ def statuses(home) -> dict[str, dict[str, str]]:
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         found = stale_statuses(instance, model_assets(settings, settings.model("tiny")))
     return {key.path[-1]: {str(p): s.value for p, s in per.items()} for key, per in found.items()}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A local S3-compatible server (moto's server mode) on loopback, for the session. It runs
+    in a process of its own: some deltalake calls (a table's history) hold the GIL while they
+    wait for the store, so a server thread in the test process would never answer them."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120  # only a guard against a server that never starts
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class S3Root:
+    uri: str  # s3://<a new bucket>/tables
+    bucket: str
+    storage_options: dict[str, str]  # the endpoint: no credential (those are in the env)
+
+
+@pytest.fixture
+def s3_root(s3_endpoint, monkeypatch) -> S3Root:
+    """A new bucket on the local S3 server; credentials in the environment, as a user keeps
+    them, and the endpoint in the storage options."""
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"autointerp-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true"}
+    return S3Root(f"s3://{bucket}/tables", bucket, options)
+
+
+def storage_section(root: S3Root, extra: str = "") -> str:
+    """The `[storage]` section of a configuration keeping the tables under `root`."""
+    options = ", ".join(f'{k} = "{v}"' for k, v in root.storage_options.items())
+    return f'[storage]\nroot = "{root.uri}"\nstorage_options = {{ {options} }}\n{extra}'
 
 
 CHROMIUM = Path("/usr/bin/chromium")

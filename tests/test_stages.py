@@ -22,6 +22,7 @@ from autointerp.explain.explainer_prompt import EXPLAINER_SYSTEM_MESSAGE
 from autointerp.explain.explanations import explain
 from autointerp.explain.few_shot import FEW_SHOT_SETS
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import ServerUnsuitable
 from autointerp.score.calibration import fit_linear_calibration
 from autointerp.score.metrics import score_all
 from autointerp.score.scores import score
@@ -155,6 +156,35 @@ def test_offline_path_end_to_end(excerpts):
     row = summary.row(0, named=True)
     assert row["neurons"] == DEAD + 1 and row["scored"] == len(TRIGGERS)
     assert row["count_ge_0_8"] == len(TRIGGERS) and row["mean"] > 0.8
+
+
+def test_the_summary_counts_the_neurons_it_drops_per_layer_and_says_why(excerpts):
+    profiles = load_profiles({})
+    explanations, _ = explain(
+        profiles.explainer("token-statistics-baseline"), excerpts, client=None
+    )
+    # Neuron 0's explanation failed; neuron 1 lost its test split to a dead server; neuron 2
+    # has no test simulation at all.
+    explanations = explanations.with_columns(
+        explanation=pl.when(pl.col("neuron") == 0).then(None).otherwise("explanation"),
+        error=pl.when(pl.col("neuron") == 0).then(pl.lit("HTTP 503: down")).otherwise("error"),
+    )
+    simulations, _ = simulate(
+        profiles.simulator("lexical-baseline"), explanations, excerpts, client=None
+    )
+    test = (pl.col("neuron") == 1) & (pl.col("split") == "test")
+    simulations = simulations.with_columns(
+        error=pl.when(test).then(pl.lit("connection error: refused")).otherwise("error"),
+        expected_activations=pl.when(test).then(None).otherwise("expected_activations"),
+    ).filter(~((pl.col("neuron") == 2) & (pl.col("split") == "test")))
+    scores = score(simulations, calibrate=False)
+
+    row = score_summary(scores, None, explanations, simulations).row(0, named=True)
+    assert row["neurons"] == DEAD + 1 - 3 and row["dropped"] == 3
+    assert row["dropped_why"] == (
+        "explanation: HTTP 503 x 1; no test simulation x 1; simulation: connection error x 1"
+    )
+    assert "dropped" not in score_summary(scores).columns  # without them, as before
 
 
 def test_baseline_explainer_never_reads_valid_or_test(excerpts):
@@ -330,7 +360,7 @@ def explainer_handler(excerpts: pl.DataFrame, *, faults: bool = True):
 def echo_handler(received):
     """Completions with echo: at each target `unknown`, 8 with p = 0.5 on the explained word."""
     prompt = received.body["prompt"]
-    assert received.body["echo"] and received.body["max_tokens"] == 0
+    assert received.body["echo"] and received.body["max_tokens"] == 1
     word = re.findall(r"does is find the word (\w+)", prompt)[-1]
     target_start = prompt.rindex("<start>\n")
     lines = prompt[target_start:].split("\n")[1:-2]
@@ -384,8 +414,29 @@ def test_llm_explanations_with_n_samples_and_per_neuron_errors(excerpts, tmp_pat
     assert all("no explanation" in e for e in malformed["error"])
 
     check_error_fraction(frame, 0.5, stage="explanations")  # 6 of 15 rows
-    with pytest.raises(TooManyErrors, match=r"6 of 15 rows failed \(40%\).*HTTP 503"):
-        check_error_fraction(frame, 0.2, stage="explanations")
+    with pytest.raises(TooManyErrors) as raised:
+        check_error_fraction(frame, 0.2, stage="explanations", audit="m/explainer_calls")
+    message = str(raised.value)
+    assert message.startswith("explanations: 6 of 15 rows failed (40%), more than")
+    assert "HTTP 503 x 3, e.g. 'HTTP 503: " in message and message.count("e.g.") == 2
+    assert message.endswith("Every call made is in m/explainer_calls.")
+
+
+def test_a_failed_stage_says_in_one_short_line_what_failed_by_kind():
+    long = "x" * 2_500  # a server's error page, quoted whole by the reply
+    errors = [f"HTTP 500: {long} (gave up after 10 attempts)"] * 40
+    errors += [
+        f"the simulator answered {i} of 16 tokens (more than 25% unanswered)" for i in range(4)
+    ]
+    errors += ["timed out after 300 s"] * 3 + ["a", "b", None]
+    frame = pl.DataFrame({"error": errors}, schema={"error": pl.Utf8})
+    with pytest.raises(TooManyErrors) as raised:
+        check_error_fraction(frame, 0.2, stage="simulations", audit="m/simulator_calls")
+    message = str(raised.value)
+    assert len(message) < 800 and "\n" not in message
+    assert "HTTP 500 x 40" in message
+    assert "the simulator answered N of N tokens x 4" in message
+    assert "timed out after N s x 3" in message and "and 2 more kinds" in message
 
 
 def test_explainer_prompts_never_hold_valid_or_test_excerpts(excerpts):
@@ -466,11 +517,11 @@ def test_llm_simulations_with_chat_logprobs(excerpts, tmp_path):
         assert headline(scores, neuron) > 0.8
 
 
-def test_llm_simulations_with_all_at_once_echo(excerpts):
+def test_llm_simulations_with_all_at_once_echo(excerpts, tmp_path):
     explanations = explanations_frame({0: "the word cat"})
     with LLMServer(echo_handler) as server:
         profile = llm_simulator(server, "all_at_once")
-        with LLMClient(profile.endpoint(), sleep=no_sleep) as client:
+        with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
             frame, calls = simulate(profile, explanations, excerpts, client=client)
         assert server.count(COMPLETIONS_PATH) == len(calls) == 30
     assert frame["error"].null_count() == 30
@@ -608,15 +659,30 @@ def test_a_reply_without_logprobs_is_recorded_as_read_as_plain_text(excerpts, tm
 
     def handler(received):
         tokens = target_tokens(received.body["messages"][-1]["content"])
-        text = "\n".join(f"{t}\t{8 if t == ' cat' else 1}" for t in tokens)
-        return Answer([text], logprobs=False)  # a server that ignores the request for logprobs
+        values = {i: ("8" if t == " cat" else "1") for i, t in enumerate(tokens)}
+        # The first request (the stage's probe) gets logprobs; the rest do not.
+        first = server.count() == 1
+        return Answer([lines_reply(tokens, values, logprobs=first)], logprobs=first)
 
     with LLMServer(handler) as server:
         profile = llm_simulator(server, "chat_logprobs")
         with LLMClient(profile.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
             frame, _ = simulate(profile, explanations, excerpts, client=client)
-    assert set(frame["method"]) == {"plain-text"}  # the fallback says so, row by row
-    assert set(frame["sampled_positions"].list.len()) == {LENGTH}
+        assert server.count() == frame.height  # the probe's reply is the stage's, not a repeat
+    methods = frame.group_by("method").len()  # the fallback says so, row by row
+    assert dict(methods.iter_rows()) == {"plain-text": frame.height - 1, "chat-logprobs": 1}
+    plain = frame.filter(pl.col("method") == "plain-text")
+    assert set(plain["sampled_positions"].list.len()) == {LENGTH}
+
+
+def test_a_server_without_chat_logprobs_is_refused_before_the_stage(excerpts):
+    explanations = explanations_frame({0: "the word cat"})
+    with LLMServer(lambda _: Answer(["1"], logprobs=False)) as server:
+        profile = llm_simulator(server, "chat_logprobs")
+        client = LLMClient(profile.endpoint(), sleep=no_sleep)
+        with client, pytest.raises(ServerUnsuitable, match=r"no logprobs.*plain_text"):
+            simulate(profile, explanations, excerpts, client=client)
+        assert server.count() == 1
 
 
 def test_the_token_list_explainer_shows_tokens_ranked_over_the_corpus(excerpts):

@@ -233,6 +233,19 @@ class SummarySpec(Versioned):
     }
 
 
+# Storage options that hold a credential: refused in the configuration, whose values reach
+# Dagster's resource config (shown in the UI); the environment supplies them instead.
+_SECRET_OPTION = re.compile(
+    r"secret|session_token|password|account_key|sas_key|sas_token|"
+    r"client_secret|service_account_key|bearer_token|token$",
+    re.I,
+)
+
+
+def _no_credentials(options: Mapping[str, str]) -> bool:
+    return not any(_SECRET_OPTION.search(key) for key in options)
+
+
 @dataclass(frozen=True)
 class StudySpec(Versioned):
     """The activation study: small causal LMs trained here on the corpus, alike in everything
@@ -343,10 +356,26 @@ class ComparisonSpec:
 @dataclass(frozen=True)
 class StorageSpec:
     """Where the Delta tables live: a folder, or an `s3://`, `gs://`, `az://` URI with the
-    storage options its object store needs (credentials belong in the environment)."""
+    storage options its object store needs (credentials belong in the environment).
+
+    `llm_cache`: "local" keeps LLM responses in SQLite under $AUTOINTERP_HOME (one machine);
+    "shared" keeps them as objects under `<root>/llm_cache`, reachable by every worker that
+    reaches the tables. `retention_hours`: how long `autointerp maintain` keeps files that
+    older table versions need (time travel); lineage of current rows is always kept."""
 
     root: str | None = None  # None: $AUTOINTERP_HOME/delta
     storage_options: dict[str, str] = field(default_factory=dict)
+    llm_cache: str = "local"
+    retention_hours: int = 168  # Delta's own default for deleted files: 7 days
+
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "storage_options": (
+            _no_credentials,
+            "no credentials here: set them in the environment (e.g. AWS_SECRET_ACCESS_KEY)",
+        ),
+        "llm_cache": one_of("local", "shared"),
+        "retention_hours": at_least(0, "a whole number"),
+    }
 
 
 @dataclass(frozen=True)
@@ -383,7 +412,14 @@ class Settings:
 
     @property
     def llm_cache(self) -> Path:
+        """The local response cache's folder (and where a shared cache spills what it could
+        not write)."""
         return self.home / "llm_cache"
+
+    @property
+    def shared_llm_cache(self) -> str | None:
+        """Where the shared response cache lives, or None when the cache is local."""
+        return f"{self.delta_root}/llm_cache" if self.storage.llm_cache == "shared" else None
 
     @property
     def downloads(self) -> Path:
@@ -524,11 +560,9 @@ def load_settings(
     study = _study(raw, models, home)
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
-        storage = StorageSpec(root=root, storage_options=storage.storage_options)
+        storage = replace(storage, root=root)
     if storage.root is not None and not storage.root.startswith(_URI_SCHEMES):
-        storage = StorageSpec(
-            str(Path(storage.root).expanduser().resolve()), storage.storage_options
-        )
+        storage = replace(storage, root=str(Path(storage.root).expanduser().resolve()))
     profiles = load_profiles(raw)
     records = _section(raw, "records", RecordsSpec)
     for name in profiles.active_explainers:

@@ -37,7 +37,8 @@ def matches(pattern: str, allowed: str) -> Rule:
 
 def refuse(section: str, key: str, value: Any, allowed: str) -> ConfigError:
     """The one-line error for a value that is not allowed."""
-    shown = "(not shown)" if key == "api_key_env" else repr(value)
+    # Values that may hold a secret are never echoed.
+    shown = "(not shown)" if key in ("api_key_env", "storage_options") else repr(value)
     return ConfigError(f"[{section}] {key} = {shown}: {allowed}")
 
 

@@ -31,6 +31,7 @@ from autointerp.explain.explainer_prompt import (
 )
 from autointerp.explain.prompt_format import ResponseParseError, parse_explanation
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.progress import Progress
 from autointerp.storage.schemas import EXPLANATIONS_SCHEMA
@@ -134,9 +135,14 @@ def explain(
         "temperature": profile.temperature,
         "top_p": profile.top_p,
     }
+    llm_requests = [LLMRequest.chat(request.messages, **params) for _, request in prompts]
+    if progress is not None:
+        progress(
+            done, len(neurons)
+        )  # starts the clock: a stage waiting on its first call reports so
+    probe(client, llm_requests)
     results = client.run_all(
-        [LLMRequest.chat(request.messages, **params) for _, request in prompts],
-        on_result=lambda _, __: tick(),
+        llm_requests, on_result=lambda _, __: tick(), label=f"explanations by {profile.name}"
     )
     for (neuron, request), result in zip(prompts, results, strict=True):
         common = {"prompt_hash": request.prompt_hash, "call_ids": [result.call_id]}

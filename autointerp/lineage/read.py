@@ -466,16 +466,20 @@ def revision_history(
     model_root: str,
     layer: int,
     neuron: int,
+    explainer: str | None = None,
     *,
     storage_options: Mapping[str, str] | None = None,
 ) -> list[RevisionRound]:
     """The neuron's revision rounds (revised_explanations_rK), each with the counterexamples
-    behind it (counterexamples_rK); empty when no round was materialized."""
+    behind it (counterexamples_rK), of one explainer profile when `explainer` is given; empty
+    when no round was materialized."""
     rounds = []
     root = model_root.rstrip("/")
     k = 1
     while delta.table_version(f"{root}/revised_explanations_r{k}", storage_options) is not None:
         where = pl.col("neuron") == neuron
+        if explainer is not None:
+            where &= pl.col("explainer") == explainer
         revised = delta.read_table(
             f"{root}/revised_explanations_r{k}",
             partition_column=PARTITION,

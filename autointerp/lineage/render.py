@@ -148,7 +148,12 @@ def render_revisions(rounds: Sequence[RevisionRound]) -> str:
         lines.append(f"  revised: {r.revised_explanation}" + (f"  ({r.error})" if r.error else ""))
         for c in r.counterexamples:
             text = (c["text"] or "").replace("\n", " ")[:80]
-            lines.append(f"    {c['source']:9} {c['expected']:15} miss {_fmt(c['miss'])}  {text}")
+            error = f"  ({c['error']})" if c.get("error") else ""
+            # A counterexample whose generation failed has no expected kind, source or text.
+            lines.append(
+                f"    {c['source'] or '-':9} {c['expected'] or '-':15} miss {_fmt(c['miss'])}  "
+                f"{text}{error}"
+            )
     return printable("\n".join(lines))  # corpus and LLM text: never raw to a terminal
 
 

@@ -7,6 +7,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.llm.endpoint import Endpoint
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.llm.responses import CompletionLogprobs, TokenLogprob
+from autointerp.llm.shared_cache import SharedResponseCache
 
 __all__ = [
     "CallResult",
@@ -15,6 +16,7 @@ __all__ = [
     "LLMClient",
     "LLMRequest",
     "ResponseCache",
+    "SharedResponseCache",
     "TokenLogprob",
     "Usage",
     "calls_frame",

@@ -2,7 +2,7 @@
 
 One SQLite file in WAL mode: readers never block, writers from several processes queue on SQLite's
 own lock (`busy_timeout`), and an entry is either fully written or absent. WAL needs a local
-filesystem (not NFS); object storage is not a place for this cache.
+filesystem (not NFS): workers on several machines share `shared_cache.py` instead.
 
 The cache never stops a stage and never loses a paid response: a file SQLite cannot read is moved
 aside (and a new one started); a read that fails is a miss; a write that fails (a lock held too
@@ -19,8 +19,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from autointerp.storage.hashing import canonical_json, digest
 
@@ -35,13 +36,64 @@ def request_hash(request: dict[str, Any]) -> str:
     return digest(request)
 
 
+Pending = dict[str, tuple[str, str, bool]]  # key -> (request, body, replace)
+
+
+class ResponseStore(Protocol):
+    """What the client needs of a response cache (SQLite here, objects in `shared_cache.py`)."""
+
+    location: str
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(
+        self, key: str, request: dict[str, Any], response: str, *, replace: bool = False
+    ) -> None: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def spill(folder: Path, name: str, pending: Pending) -> bool:
+    """Write responses a cache could not store to a JSON-lines file in the local `folder`, for
+    the next open to import; whether that worked."""
+    path = folder / f"{name}.pending-{os.getpid()}-{time.time_ns()}.jsonl"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            for key, (request, body, replace) in pending.items():
+                out.write(json.dumps([key, request, body, replace]) + "\n")
+    except OSError as err:
+        log.error("LLM responses could not be written to %s either: %s", path, err)
+        return False
+    log.warning("%d LLM responses kept in %s, to be imported next time", len(pending), path)
+    return True
+
+
+def read_spills(folder: Path, name: str) -> Iterator[tuple[Path, Pending]]:
+    """Each spill file of the cache `name` in `folder`, with its responses; the caller deletes
+    a file once its responses are stored."""
+    for path in sorted(folder.glob(f"{name}.pending-*.jsonl")):
+        try:
+            entries: Pending = {}
+            for line in path.read_text().splitlines():
+                key, request, body, replace = json.loads(line)
+                entries[key] = (request, body, replace)
+        except (OSError, ValueError) as err:
+            log.warning("cannot import %s (%s); left in place", path, err)
+            continue
+        yield path, entries
+
+
 class ResponseCache:
     """Response bodies, byte for byte as received, keyed by request hash."""
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / CACHE_FILE
+        self.location = str(self.path)
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[str, str, bool]] = {}  # key -> (request, body, replace)
+        self._pending: Pending = {}
         self._warned = False
         self._db: sqlite3.Connection | None = None
         with self._lock:
@@ -155,31 +207,15 @@ class ResponseCache:
         self._pending.clear()
 
     def _spill(self) -> None:
-        spill = self.path.with_name(f"{CACHE_FILE}.pending-{os.getpid()}-{int(time.time())}.jsonl")
-        try:
-            with spill.open("w") as out:
-                for key, (request, body, replace) in self._pending.items():
-                    out.write(json.dumps([key, request, body, replace]) + "\n")
-        except OSError as err:
-            log.error("LLM responses could not be written to %s either: %s", spill, err)
-            return
-        log.warning(
-            "%d LLM responses kept in %s, to be imported next time", len(self._pending), spill
-        )
-        self._pending.clear()
+        if spill(self.path.parent, CACHE_FILE, self._pending):
+            self._pending.clear()
 
     def _import_spills(self) -> None:
-        for spill in sorted(self.path.parent.glob(f"{CACHE_FILE}.pending-*.jsonl")):
-            try:
-                for line in spill.read_text().splitlines():
-                    key, request, body, replace = json.loads(line)
-                    self._pending[key] = (request, body, replace)
-            except (OSError, ValueError) as err:
-                log.warning("cannot import %s (%s); left in place", spill, err)
-                continue
+        for path, entries in read_spills(self.path.parent, CACHE_FILE):
+            self._pending.update(entries)
             self._flush()
             if not self._pending:
-                spill.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
 
     def _warn(self, what: str) -> None:
         if not self._warned:  # once per cache: a broken cache must not flood the log

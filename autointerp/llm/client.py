@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,13 +32,14 @@ import httpx2
 import openai
 from tqdm.auto import tqdm
 
-from autointerp.errors import InputError
-from autointerp.llm.cache import ResponseCache, request_hash
+from autointerp.errors import InputError, error_kind
+from autointerp.llm.cache import ResponseCache, ResponseStore, request_hash
 from autointerp.llm.endpoint import Endpoint, recorded_url
 from autointerp.llm.requests import CallResult, LLMRequest, Status
 from autointerp.llm.responses import InvalidResponse, ParsedResponse, parse_response
 from autointerp.llm.retry import attempt_cost, backoff, classify, refused
 from autointerp.llm.secrets import scrub, scrub_body
+from autointerp.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,11 @@ class LLMClient:
     gets its own HTTP client and concurrency bound).
 
     `cache_dir`: folder of the persistent response cache (the project uses
-    $AUTOINTERP_HOME/llm_cache); None caches nothing. `sleep` and `seed` exist for tests: the
-    backoff wait function and the jitter's random seed.
+    $AUTOINTERP_HOME/llm_cache); or `cache`, another store (the shared cache); neither caches
+    nothing. `report`: where each batch logs its progress (calls done, in flight, retried with
+    the reason, elapsed, time left) every `report_every_s` seconds, also while no call
+    finishes; None reports nothing. `sleep` and `seed` exist for tests: the backoff wait
+    function and the jitter's random seed.
     """
 
     def __init__(
@@ -77,13 +83,27 @@ class LLMClient:
         endpoint: Endpoint,
         cache_dir: str | Path | None = None,
         *,
+        cache: ResponseStore | None = None,
+        report: Callable[[str], None] | None = None,
+        report_every_s: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        if cache is not None and cache_dir is not None:
+            raise ValueError("give cache_dir or cache, not both")
+        self.cache = (
+            cache
+            if cache is not None
+            else (ResponseCache(cache_dir) if cache_dir is not None else None)
+        )
+        self._owns_cache = True  # False in a client that borrows another's (with_attempts)
+        self._report, self._report_every_s = report, report_every_s
         self._sleep = sleep
         self._rng = random.Random(seed)
+        self._activity_lock = threading.Lock()
+        self._in_flight = 0
+        self._retried: Counter[str] = Counter()
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Session] = (
             weakref.WeakKeyDictionary()
         )
@@ -100,8 +120,36 @@ class LLMClient:
                 "client from profile.endpoint()"
             )
 
+    def with_attempts(self, max_attempts: int) -> LLMClient:
+        """A client of the same endpoint, cache and backoff that tries each call at most
+        `max_attempts` times. It borrows this client's cache: closing it leaves the cache open."""
+        once = LLMClient(
+            replace(self.endpoint, max_attempts=min(max_attempts, self.endpoint.max_attempts)),
+            cache=self.cache,
+            sleep=self._sleep,
+        )
+        once._owns_cache = False
+        return once
+
+    def activity(self) -> str:
+        """Calls in flight now and attempts retried so far, by reason: "2 calls in flight, 3
+        retried (HTTP 500: 2; timed out after 300 s: 1)"."""
+        with self._activity_lock:
+            in_flight, retried = self._in_flight, self._retried.most_common()
+        text = f"{in_flight} call{'s' * (in_flight != 1)} in flight"
+        if retried:
+            reasons = "; ".join(f"{reason}: {n}" for reason, n in retried)
+            text += f", {sum(n for _, n in retried)} retried ({reasons})"
+        return text
+
+    def _count(self, in_flight: int = 0, retried: str | None = None) -> None:
+        with self._activity_lock:
+            self._in_flight += in_flight
+            if retried is not None:
+                self._retried[retried] += 1
+
     def __repr__(self) -> str:
-        cache = self.cache.path if self.cache is not None else None
+        cache = self.cache.location if self.cache is not None else None
         return f"LLMClient({self.endpoint!r}, cache={cache})"
 
     # -- async API ---------------------------------------------------------------------------
@@ -159,17 +207,26 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        label: str | None = None,
     ) -> list[CallResult]:
         """Run requests concurrently (within the endpoint's bound); results in request order.
 
         `progress` shows a tqdm bar with calls, cache hits, errors and spend; `on_result(index,
-        result)` is called as each finishes.
+        result)` is called as each finishes; `label` names the batch in the client's reports.
         """
         requests = list(requests)
         results: list[CallResult | None] = [None] * len(requests)
         todo = iter(enumerate(requests))
         tally = {"cached": 0, "errors": 0, "usd": 0.0}
         bar = tqdm(total=len(requests), desc=f"LLM {self.endpoint.model}", disable=not progress)
+        report = contextlib.nullcontext()
+        if self._report is not None and requests:
+            name = f"{label or 'calls'} ({self.endpoint.model} at {self.endpoint.shown})"
+            report = ProgressLog(
+                self._report, name, "calls", self._report_every_s, detail=self.activity
+            )
+            report(0, len(requests))
+        finished = 0
 
         async def worker() -> None:
             # Workers draw from one iterator, so a batch of millions holds only a few tasks.
@@ -182,12 +239,17 @@ class LLMClient:
                 bar.update()
                 if progress:
                     bar.set_postfix(tally, refresh=False)
+                if isinstance(report, ProgressLog):
+                    nonlocal finished
+                    finished += 1
+                    report(finished, len(requests))
                 if on_result is not None:
                     on_result(index, result)
 
         try:
-            workers = min(self.endpoint.max_concurrency, len(requests))
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            with report:
+                workers = min(self.endpoint.max_concurrency, len(requests))
+                await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             bar.close()
         return results  # type: ignore[return-value]  # every slot is filled once gather returns
@@ -213,12 +275,15 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        label: str | None = None,
     ) -> list[CallResult]:
         """`gather` from synchronous code: results in request order, failures as error results."""
 
         async def batch() -> list[CallResult]:
             try:
-                return await self.gather(requests, progress=progress, on_result=on_result)
+                return await self.gather(
+                    requests, progress=progress, on_result=on_result, label=label
+                )
             finally:
                 await self.aclose()
 
@@ -232,8 +297,9 @@ class LLMClient:
             return pool.submit(asyncio.run, batch()).result()
 
     def close(self) -> None:
-        """Close the cache. HTTP connections are closed by `run_all` / `aclose`."""
-        if self.cache is not None:
+        """Close the cache (unless borrowed). HTTP connections are closed by `run_all` /
+        `aclose`."""
+        if self.cache is not None and self._owns_cache:
             self.cache.close()
 
     def __enter__(self) -> LLMClient:
@@ -285,71 +351,88 @@ class LLMClient:
         *,
         stale: bool = False,
     ) -> CallResult:
+        async with session.semaphore:  # held through backoff: a throttled batch slows down whole
+            self._count(in_flight=1)
+            try:
+                return await self._attempts(session, request, payload, key, started, stale)
+            finally:
+                self._count(in_flight=-1)
+
+    async def _attempts(
+        self,
+        session: _Session,
+        request: LLMRequest,
+        payload: dict[str, Any],
+        key: str,
+        started: float,
+        stale: bool,
+    ) -> CallResult:
         endpoint = self.endpoint
         attempt = 0
         failed_cost: float | None = 0.0  # what failed attempts cost; None once unknown
-        async with session.semaphore:  # held through backoff: a throttled batch slows down whole
-            while True:
-                attempt += 1
-                body: str | None = None
-                try:
-                    async with asyncio.timeout(endpoint.timeout_s):
-                        body = scrub_body(
-                            await self._send(session.client, payload), session.client.api_key
-                        )
-                    parsed = parse_response(request.kind, body)
-                except (openai.OpenAIError, InvalidResponse, TimeoutError) as err:
-                    failure = classify(err, endpoint.timeout_s)
-                    spent = attempt_cost(endpoint, err, body)
-                    failed_cost = (
-                        None if spent is None or failed_cost is None else failed_cost + spent
+        while True:
+            attempt += 1
+            body: str | None = None
+            try:
+                async with asyncio.timeout(endpoint.timeout_s):
+                    body = scrub_body(
+                        await self._send(session.client, payload), session.client.api_key
                     )
-                    session.refusals += refused(err)
-                    if not session.answered and session.refusals >= REFUSALS_TO_STOP:
-                        raise EndpointUnreachable(
-                            f"nothing answers at {endpoint.shown} (connection refused "
-                            f"{session.refusals} times): start the server, or set the profile's "
-                            "base_url to where it listens"
-                        ) from None
-                else:
-                    session.answered = True
-                    if self.cache is not None:
-                        await asyncio.to_thread(self.cache.put, key, payload, body, replace=stale)
-                    return self._result(
-                        key,
-                        payload,
-                        started,
-                        status="ok",
-                        parsed=parsed,
-                        attempts=attempt,
-                        failed_cost=failed_cost,
-                    )
-                message = scrub(str(failure), session.client.api_key)
-                if not failure.retryable or attempt == endpoint.max_attempts:
-                    if failure.retryable:
-                        message += f" (gave up after {attempt} attempts)"
-                    return self._result(
-                        key,
-                        payload,
-                        started,
-                        status="error",
-                        attempts=attempt,
-                        error=message,
-                        failed_cost=failed_cost,
-                    )
-                delay = (
-                    failure.retry_after
-                    if failure.retry_after is not None
-                    else backoff(endpoint, attempt, self._rng)
+                parsed = parse_response(request.kind, body)
+            except (openai.OpenAIError, InvalidResponse, TimeoutError) as err:
+                failure = classify(err, endpoint.timeout_s)
+                spent = attempt_cost(endpoint, err, body)
+                failed_cost = None if spent is None or failed_cost is None else failed_cost + spent
+                session.refusals += refused(err)
+                if not session.answered and session.refusals >= REFUSALS_TO_STOP:
+                    raise EndpointUnreachable(
+                        f"nothing answers at {endpoint.shown} (connection refused "
+                        f"{session.refusals} times): start the server, or set the profile's "
+                        "base_url to where it listens"
+                    ) from None
+            else:
+                session.answered = True
+                if self.cache is not None:
+                    await asyncio.to_thread(self.cache.put, key, payload, body, replace=stale)
+                return self._result(
+                    key,
+                    payload,
+                    started,
+                    status="ok",
+                    parsed=parsed,
+                    attempts=attempt,
+                    failed_cost=failed_cost,
                 )
-                log.debug(
-                    "%s: attempt %d failed (%s); retrying in %.2f s",
-                    key[:12],
-                    attempt,
-                    message,
-                    delay,
+            message = scrub(str(failure), session.client.api_key)
+            if not failure.retryable or attempt == endpoint.max_attempts:
+                if failure.retryable:
+                    message += f" (gave up after {attempt} attempts)"
+                return self._result(
+                    key,
+                    payload,
+                    started,
+                    status="error",
+                    attempts=attempt,
+                    error=message,
+                    failed_cost=failed_cost,
                 )
-                await self._sleep(delay)
+            delay = (
+                failure.retry_after
+                if failure.retry_after is not None
+                else backoff(endpoint, attempt, self._rng)
+            )
+            # Said where a person sees it: a retry may be minutes of waiting on a slow server.
+            self._count(retried=error_kind(message))
+            log.warning(
+                "%s call %s: attempt %d of %d failed (%s); retrying in %.1f s",
+                endpoint.shown,
+                key[:12],
+                attempt,
+                endpoint.max_attempts,
+                message,
+                delay,
+            )
+            await self._sleep(delay)
 
     def _result(
         self,

@@ -22,6 +22,7 @@ from autointerp.explain.prompt_format import (
     few_shot_answer,
 )
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.simulate.baseline import lexical_model
 
@@ -259,7 +260,9 @@ def generate_texts(
         "top_p": explainer.top_p,
         "seed": round_number,
     }
-    results = client.run_all([LLMRequest.chat(p.messages, **params) for _, p in asked])
+    llm_requests = [LLMRequest.chat(p.messages, **params) for _, p in asked]
+    probe(client, llm_requests)
+    results = client.run_all(llm_requests, label=f"round {round_number}: counterexample texts")
     for (neuron, _), result in zip(asked, results, strict=True):
         if not result.ok:
             out[neuron] = Generated([], [result.call_id], f"generation: {result.error}")

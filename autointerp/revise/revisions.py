@@ -37,6 +37,7 @@ from autointerp.explain.prompt_format import (
     parse_explanation,
 )
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.revise.baseline import revise_by_token_statistics
 from autointerp.revise.counterexamples import (
@@ -284,7 +285,9 @@ def revise_round(
             "temperature": writer.temperature,
             "top_p": writer.top_p,
         }
-        calls = explainer_client.run_all([LLMRequest.chat(p.messages, **params) for p in prompts])
+        llm_requests = [LLMRequest.chat(p.messages, **params) for p in prompts]
+        probe(explainer_client, llm_requests)
+        calls = explainer_client.run_all(llm_requests, label=f"round {round_number}: revisions")
         for neuron, prompt, result in zip(todo, prompts, calls, strict=True):
             row = rows[neuron]
             row["prompt_hash"], row["call_ids"] = prompt.prompt_hash, [result.call_id]

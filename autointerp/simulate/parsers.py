@@ -37,12 +37,15 @@ class SimulationResult:
     scoring leaves them out. `sampled`: positions whose value is the number the model wrote, not
     an expectation over its logprobs. `folded`: all-at-once positions whose token the echo
     folded together with the newline before it; the reference sets their value to 0.
+    `shifted`: all-at-once only, the echo's logprobs were read one position earlier (a server
+    that reports at each token the distribution over the next one, see parse_all_at_once).
     """
 
     expected_activations: list[float | None]
     missing: list[int] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)
     folded: list[int] = field(default_factory=list)
+    shifted: bool = False
 
 
 Alternatives = Sequence[tuple[str, float | None]]
@@ -114,12 +117,12 @@ def _token_starts(
     positions: Sequence[TokenLogprob], prompt: str, text_offsets: Sequence[int] | None
 ) -> list[int]:
     """Where each echoed token starts in the prompt. Without the endpoint's text offsets, the
-    tokens' cumulative lengths, shifted when the echo carries a prefix (a BOS token's text)."""
+    tokens' cumulative lengths, shifted when the echo carries a prefix (a BOS token's text);
+    a generated token after the prompt does not move them."""
     if text_offsets is not None:
         return list(text_offsets)
     starts = np.cumsum([0] + [len(p.token) for p in positions[:-1]]).tolist()
-    echoed = "".join(p.token for p in positions)
-    shift = len(echoed) - len(prompt) if echoed.endswith(prompt) else 0
+    shift = max("".join(p.token for p in positions).find(prompt), 0)
     return [s - shift for s in starts]
 
 
@@ -129,12 +132,20 @@ def parse_all_at_once(
 ) -> SimulationResult:
     """Expected values at each target token's `unknown` from an echoed prompt's logprobs.
 
-    `logprobs` is a completions `logprobs` object (parsed or raw) or a list of positions. The
-    position that starts exactly at `unknown` predicts the value after the tab. As in the
-    reference, where the echo folded the newline before a target token into that token, the
-    model never saw the token on its own and its value is 0 (reported as folded). A position
-    that does not start at `unknown` (the tab folded into it), or whose alternatives hold no
-    number, gives no value (reported as missing).
+    `logprobs` is a completions `logprobs` object (parsed or raw) or a list of positions, placed
+    in the prompt by their text offsets; tokens generated after the prompt are ignored. The
+    distribution over the token that starts exactly at `unknown` predicts the value after the
+    tab. Servers disagree on where that distribution is reported: OpenAI and vLLM give it at
+    that token's own position; llama.cpp (llama-cpp-python) for a model whose tokenizer adds no
+    BOS gives at each position the distribution over the NEXT token, one position early. Both
+    readings are tried and the one that finds numbers at more targets is kept (`shifted` says
+    which): at the right position the model predicts a number after the tab, at the wrong one
+    the tab itself or the newline after `unknown`.
+
+    As in the reference, where the echo folded the newline before a target token into that
+    token, the model never saw the token on its own and its value is 0 (reported as folded). A
+    target whose `unknown` does not start a token (the tab folded into it), or whose
+    alternatives hold no number, gives no value (reported as missing).
     """
     if request.method != ALL_AT_ONCE or request.prompt is None:
         raise InputError("parse_all_at_once reads responses to build_all_at_once_request")
@@ -147,9 +158,8 @@ def parse_all_at_once(
     if not positions:
         raise ResponseParseError("the completion echoed no prompt tokens")
     starts = _token_starts(positions, request.prompt, text_offsets)
-    expected: list[float | None] = []
-    missing: list[int] = []
     folded: list[int] = []
+    at: list[int | None] = []  # per target: the position starting at its `unknown`, if any
     for j, (offset, token_start) in enumerate(
         zip(request.answer_offsets, request.token_offsets, strict=True)
     ):
@@ -164,13 +174,22 @@ def parse_all_at_once(
         first = bisect.bisect_right(starts, token_start) - 1  # the echo of the target token
         if token_start < offset - 1 and first >= 0 and starts[first] < token_start:
             folded.append(j)
-            expected.append(0.0)
-            continue
-        value = expected_value(positions[i].top_logprobs) if starts[i] == offset else None
-        if value is None:
-            missing.append(j)
-        expected.append(value)
-    return SimulationResult(expected_activations=expected, missing=missing, folded=folded)
+        at.append(i if starts[i] == offset else None)
+
+    def read(shift: int) -> list[float | None]:
+        return [
+            None if i is None or i < shift else expected_value(positions[i - shift].top_logprobs)
+            for i in at
+        ]
+
+    aligned, early = read(0), read(1)
+    shifted = sum(v is not None for v in early) > sum(v is not None for v in aligned)
+    values = early if shifted else aligned
+    expected = [0.0 if j in folded else v for j, v in enumerate(values)]
+    missing = [j for j, v in enumerate(expected) if v is None]
+    return SimulationResult(
+        expected_activations=expected, missing=missing, folded=folded, shifted=shifted
+    )
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from autointerp.config.profiles import IMPORTED, SimulatorProfile
 from autointerp.errors import AutointerpError, InputError
 from autointerp.explain.prompt_format import ResponseParseError
 from autointerp.llm.client import LLMClient
+from autointerp.llm.probe import Need, probe
 from autointerp.llm.requests import CallResult, LLMRequest
 from autointerp.llm.responses import CompletionLogprobs
 from autointerp.progress import Progress
@@ -52,6 +53,8 @@ from autointerp.simulate.simulator_prompt import (
 from autointerp.storage.schemas import SIMULATIONS_SCHEMA
 
 _EXPLANATION_KEYS = ("layer", "neuron", "explainer", "explainer_hash", "sample")
+# What each method needs of the server, checked by one probe call before the stage's calls.
+_NEEDS: dict[str, Need] = {ALL_AT_ONCE: "prompt_logprobs", CHAT_LOGPROBS: "chat_logprobs"}
 
 
 def scoring_pairs(explanations: pl.DataFrame, excerpts: pl.DataFrame) -> pl.DataFrame:
@@ -161,7 +164,11 @@ def simulate(
         if progress is not None:
             progress(done, total)
 
-    results = client.run_all([_llm_request(r) for r in requests], on_result=tick)
+    llm_requests = [_llm_request(r) for r in requests]
+    if progress is not None:
+        progress(0, total)  # starts the clock: a stage waiting on its first call reports so
+    probe(client, llm_requests, needs=_NEEDS.get(profile.method))
+    results = client.run_all(llm_requests, on_result=tick, label=f"simulations by {profile.name}")
     outcomes = [
         _outcome(request, result, profile.max_missing_share)
         for request, result in zip(requests, results, strict=True)
@@ -174,7 +181,8 @@ def _outcome(request: SimulationRequest, result: CallResult, max_missing: float)
     be read, or more than `max_missing` of the tokens went unanswered."""
     if not result.ok:
         return Outcome(expected=None, method=request.method, error=result.error)
-    truncated = "length" in result.finish_reasons
+    # An all-at-once reply stops at its one generated token by design: never "cut off".
+    truncated = request.method != ALL_AT_ONCE and "length" in result.finish_reasons
     try:
         method, simulation = _parse(request, result)
     except AutointerpError as err:

@@ -37,6 +37,10 @@ PLAIN_TEXT = "plain-text"
 
 TOP_LOGPROBS = 15  # the reference asks for 15 alternatives per position
 UNKNOWN = "unknown"
+# The all-at-once call reads only the echoed prompt. It asks for ONE generated token, the least
+# every server honours (llama-cpp-python reads max_tokens 0 as "until the context is full"), and
+# the parser ignores that token.
+ALL_AT_ONCE_PARAMS = {"max_tokens": 1, "echo": True, "logprobs": TOP_LOGPROBS, "temperature": 0.0}
 
 _SIMULATOR_INTRO = (
     f"{STUDY_INTRO} Each neuron below comes with an explanation of what it responds to, and "
@@ -110,7 +114,7 @@ def build_all_at_once_request(
     return SimulationRequest(
         method=ALL_AT_ONCE,
         tokens=tuple(tokens),
-        params={"max_tokens": 0, "echo": True, "logprobs": TOP_LOGPROBS, "temperature": 0.0},
+        params=dict(ALL_AT_ONCE_PARAMS),
         prompt_version=SIMULATOR_PROMPT_VERSION,
         few_shot_hash=few_shot_hash(examples),
         prompt=prompt,

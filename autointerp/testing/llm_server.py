@@ -196,7 +196,10 @@ def _completion_body(request: dict, answer: Answer) -> dict:
     ]
     choices, generated = [], 0
     for index, choice in enumerate(answer.choices):
-        gen = [] if request.get("max_tokens") == 0 else _toks(choice)
+        gen = _toks(choice)
+        limit = request.get("max_tokens")
+        cut = limit is not None and len(gen) > limit
+        gen = gen[:limit] if limit is not None else gen
         generated += len(gen)
         toks = (prompt_toks if echo else []) + gen
         logprobs = None
@@ -221,7 +224,7 @@ def _completion_body(request: dict, answer: Answer) -> dict:
                 "index": index,
                 "text": "".join(t.token for t in toks),
                 "logprobs": logprobs,
-                "finish_reason": "length" if not gen else answer.finish_reason,
+                "finish_reason": "length" if cut or not gen else answer.finish_reason,
             }
         )
     return {

@@ -38,6 +38,9 @@ def test_shipped_configuration_declares_the_ready_made_profiles():
     assert local.base_url == "http://127.0.0.1:8080/v1" and local.api_key_env is None
     assert profiles.simulator("gpt-4o-mini-logprobs").method == CHAT_LOGPROBS
     assert profiles.simulator("local-all-at-once").method == ALL_AT_ONCE
+    # llama-cpp-python serves one request at a time: more in flight only queue to the timeout.
+    assert local.max_concurrency == 1
+    assert profiles.simulator("local-all-at-once").max_concurrency == 1
 
 
 def test_settings_carry_profiles_and_baselines_need_no_sections(tmp_path):

@@ -36,6 +36,22 @@ def test_the_delta_root_is_configurable_as_a_folder_or_a_uri(tmp_path, monkeypat
     assert load_settings(write(tmp_path, text), home).delta_root == str(tmp_path / "tables")
 
 
+def test_storage_options_hold_no_credentials_and_the_cache_can_be_shared(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOINTERP_DELTA_ROOT", raising=False)
+    home = tmp_path / "home"
+    for key in ("AWS_SECRET_ACCESS_KEY", "aws_session_token", "AZURE_STORAGE_ACCOUNT_KEY"):
+        text = f'[storage]\nroot = "s3://b/p"\nstorage_options = {{ {key} = "s3cr3t" }}\n'
+        with pytest.raises(ConfigError, match="in the environment") as refused:
+            load_settings(write(tmp_path, text), home)
+        assert "s3cr3t" not in str(refused.value)
+    text = '[storage]\nroot = "s3://b/p"\nllm_cache = "shared"\n'
+    settings = load_settings(write(tmp_path, text), home)
+    assert settings.shared_llm_cache == "s3://b/p/llm_cache"
+    assert load_settings(write(tmp_path, "[storage]\n"), home).shared_llm_cache is None
+    with pytest.raises(ConfigError, match="llm_cache"):
+        load_settings(write(tmp_path, '[storage]\nllm_cache = "redis"\n'), home)
+
+
 def test_unknown_settings_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"\[storage\]"):
         load_settings(write(tmp_path, "[storage]\nbucket = 'x'\n"), tmp_path / "home")

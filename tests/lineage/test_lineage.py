@@ -15,8 +15,8 @@ from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
 from autointerp.activations.splits import split_records
 from autointerp.errors import InputError
 from autointerp.explain.explainer_prompt import build_explanation_request
-from autointerp.lineage.read import reproduce_score, score_lineage
-from autointerp.lineage.render import render_text, to_json
+from autointerp.lineage.read import reproduce_score, revision_history, score_lineage
+from autointerp.lineage.render import render_revisions, render_text, to_json
 from autointerp.llm.cache import request_hash
 from autointerp.llm.endpoint import Endpoint
 from autointerp.llm.requests import LLMRequest
@@ -25,7 +25,12 @@ from autointerp.simulate.simulations import scoring_pairs
 from autointerp.simulate.simulator_prompt import build_chat_request
 from autointerp.storage.delta import read_table, write_partitions
 from autointerp.storage.hashing import canonical_json
-from autointerp.storage.schemas import CALLS_SCHEMA, EXPLANATIONS_SCHEMA
+from autointerp.storage.schemas import (
+    CALLS_SCHEMA,
+    COUNTEREXAMPLES_SCHEMA,
+    EXPLANATIONS_SCHEMA,
+    REVISIONS_SCHEMA,
+)
 from autointerp.testing.tables import simulations_frame
 
 PREFIX = "tiny"
@@ -383,3 +388,42 @@ def test_unmaterialized_scores_and_unknown_simulator(built: Built, tmp_path: Pat
         score_lineage(model_root(tmp_path), 3, 0)
     with pytest.raises(InputError, match="no score of simulator 'gpt-sim'"):
         reproduce_score(model_root(built.root), 3, 0, "gpt", "gpt-sim")
+
+
+def _round_tables(root: str) -> None:
+    """Round 1 of neuron 0 in layer 3, by two explainers; one counterexample's generation
+    failed, so it has no expected kind, text or miss."""
+    revised, counter = [], []
+    for explainer in ("a", "b"):
+        common = {"layer": 3, "neuron": 0, "explainer": explainer, "explainer_hash": "h"}
+        revised.append(
+            common
+            | {"round": 1, "explanation": f"{explainer} old", "previous_explanation": "old"}
+            | {"revised_explanation": f"{explainer} new", "kept": False, "call_ids": []}
+        )
+        counter.append(
+            common
+            | {"round": 1, "source": "generated", "expected": None, "text": None}
+            | {"miss": None, "call_ids": ["c"], "error": "generation: HTTP 500"}
+        )
+    for name, rows, schema in (
+        ("revised_explanations_r1", revised, REVISIONS_SCHEMA),
+        ("counterexamples_r1", counter, COUNTEREXAMPLES_SCHEMA),
+    ):
+        write_partitions(
+            f"{root}/{name}",
+            pl.DataFrame(rows, schema=schema),
+            partition_column="layer",
+            partitions=[3],
+            commit_metadata={},
+        )
+
+
+def test_revision_rounds_render_missing_values_and_filter_by_explainer(tmp_path):
+    root = model_root(tmp_path)
+    _round_tables(root)
+    assert {r.explainer for r in revision_history(root, 3, 0)} == {"a", "b"}
+    rounds = revision_history(root, 3, 0, "b")
+    assert [r.explainer for r in rounds] == ["b"]
+    text = render_revisions(rounds)
+    assert "round 1 (b): not kept" in text and "(generation: HTTP 500)" in text

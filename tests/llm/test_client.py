@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import sqlite3
 import subprocess
@@ -643,3 +644,32 @@ def test_a_dead_endpoint_stops_the_batch_at_once_naming_it():
     with pytest.raises(EndpointUnreachable, match=rf"nothing answers at http://127.0.0.1:{port}"):
         client.run_all([chat(str(i)) for i in range(8)])
     assert len(sleep) == REFUSALS_TO_STOP - 1  # not 8 calls x 10 attempts of backoff
+
+
+# -- what a person sees while calls run -----------------------------------------------------------
+
+
+def test_retries_are_logged_where_a_person_sees_them_and_counted_by_reason(server, caplog):
+    client = make_client(server)
+    server.inject(server_error(500), server_error(500), rate_limited())
+    with caplog.at_level(logging.WARNING, logger="autointerp.llm.client"):
+        [result] = client.run_all([chat()])
+    assert result.ok and result.attempts == 4
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 3 and all(r.levelno == logging.WARNING for r in retries)
+    assert "attempt 1 of 4 failed (HTTP 500" in retries[0].getMessage()
+    assert client.activity() == "0 calls in flight, 3 retried (HTTP 500: 2; HTTP 429: 1)"
+
+
+def test_a_batch_reports_calls_done_in_flight_and_time_left(server):
+    lines: list[str] = []
+    client = LLMClient(
+        Endpoint("test-model", base_url=server.url, api_key_env=None),
+        report=lines.append,
+        report_every_s=0,
+    )
+    client.run_all([chat(str(i)) for i in range(3)], label="round 1: revisions")
+    assert lines[-1].startswith(
+        f"round 1: revisions (test-model at {server.url}): 3/3 calls (100%), 0 calls in flight, "
+    )
+    assert lines[-1].endswith(", done") and "0.0 calls/s" not in "".join(lines)

@@ -10,7 +10,7 @@ import pytest
 
 from autointerp.config.settings import load_settings
 from autointerp.storage.delta import commit_history, read_table
-from pipelines.cli import main, parse_layers
+from pipelines.cli import failed_rows, main, parse_layers
 from pipelines.refresh import contiguous
 from tests.conftest import write_config, write_text_corpus
 
@@ -48,6 +48,7 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     assert set(scores["scored_on"]) == {"top", "random", "top_and_random"}
     summary = read_table(str(home / "delta/tiny/score_summary"))
     assert sorted(summary["layer"]) == [0, 1] and (summary["neurons"] == 64).all()
+    assert (summary["dropped"] == 0).all()  # every explained neuron is in the summary
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         assert len(instance.get_runs()) == 3  # corpus; layers 0-1; the summaries
@@ -161,3 +162,11 @@ def test_corpora_live_side_by_side_and_the_same_corpus_again_writes_nothing(tiny
     version = commit_history(corpus)[0]["version"]
     main(["run", "--layers", "1", "--excerpts", "40"])
     assert commit_history(corpus)[0]["version"] == version
+
+
+def test_a_run_whose_rows_failed_ends_with_a_warning_per_table():
+    lines = failed_rows({"explanations": 0, "simulations": 12}, " layers 0-1")
+    assert lines == [
+        "autointerp: warning: 12 rows of simulations layers 0-1 failed (their error column says "
+        "why; score_summary's dropped and dropped_why count the neurons left out)"
+    ]

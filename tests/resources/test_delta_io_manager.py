@@ -12,7 +12,7 @@ from dagster_deltalake import LocalConfig
 from dagster_deltalake_polars import DeltaLakePolarsIOManager
 
 from autointerp.errors import InputError
-from autointerp.storage.delta import commit_history, read_table, table_version
+from autointerp.storage.delta import commit_history, read_table, table_version, write_partitions
 from resources.delta_io import DeltaIOManager
 
 LAYERS = dg.StaticPartitionsDefinition(["0", "1", "2"])
@@ -236,3 +236,28 @@ def test_a_failed_step_leaves_the_table_at_its_previous_version(own, tmp_path, c
 def test_reading_an_asset_never_materialized_says_so(own, tmp_path):
     with pytest.raises(InputError, match=f"{tmp_path / 'records'} has not been materialized yet"):
         run(own, "summary")
+
+
+def test_a_summary_whose_input_moved_meanwhile_is_computed_again(own, tmp_path):
+    """Another run writes layer 2 between this step's read of records and its commit: the step
+    runs again on the records as they are now, so the summary counts layer 2 too."""
+    run(own, "records", "0")
+    computed: list[int] = []
+
+    @dg.asset
+    def summary(records: pl.DataFrame) -> pl.DataFrame:
+        computed.append(records["layer"].n_unique())
+        if len(computed) == 1:  # the other run's commit lands now
+            write_partitions(
+                str(tmp_path / "records"),
+                layer_rows("2", True),
+                partition_column="layer",
+                partitions=["2"],
+                commit_metadata={},
+            )
+        return records.group_by("layer").len().sort("layer")
+
+    result = run(own, "summary", assets=[OWN[0], summary])
+
+    assert result.success and computed == [1, 2]
+    assert read_table(str(tmp_path / "summary"))["layer"].to_list() == [0, 2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,15 +19,17 @@ import polars as pl
 import pytest
 import torch
 
+from assets.common import audit_rows
 from autointerp.activations.capture import ActivationHooks
 from autointerp.activations.data_model import ActivationRecord, NeuronId
 from autointerp.activations.excerpts import neuron_excerpts
 from autointerp.activations.probe import probe_texts
 from autointerp.activations.splits import split_records
 from autointerp.activations.subject_model import SubjectModel, load_subject_model
-from autointerp.config.profiles import explainer_profile, load_profiles
+from autointerp.config.profiles import explainer_profile, load_profiles, simulator_profile
 from autointerp.errors import InputError
 from autointerp.llm.client import LLMClient
+from autointerp.revise.counterexamples import DEFAULT_SPEC as COUNTEREXAMPLE_SPEC
 from autointerp.revise.counterexamples import (
     FALSE_POSITIVE,
     Counterexample,
@@ -53,6 +55,7 @@ from autointerp.revise.revisions import (
 from autointerp.revise.summary import revision_summary
 from autointerp.score.scores import score
 from autointerp.simulate.simulations import simulate
+from autointerp.simulate.simulator_prompt import CHAT_SYSTEM_MESSAGE
 from autointerp.storage.schemas import (
     COUNTEREXAMPLES_SCHEMA,
     CURRENT_SCHEMA,
@@ -60,7 +63,7 @@ from autointerp.storage.schemas import (
     REVISION_SUMMARY_SCHEMA,
     REVISIONS_SCHEMA,
 )
-from autointerp.testing.llm_server import LLMServer, no_sleep, server_error
+from autointerp.testing.llm_server import Answer, LLMServer, no_sleep, server_error, target_tokens
 from autointerp.testing.tiny_models import make_tiny_model, tiny_spec
 
 LAYER = 0
@@ -413,7 +416,9 @@ def test_rerun_with_the_same_cache_makes_no_http_call(excerpts, tmp_path):
     assert second[1].equals(first[1]) and second[2].equals(first[2])
 
 
-def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(inputs, excerpts):
+def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(
+    inputs, excerpts, tmp_path
+):
     """Every excerpt opens with its own marker token, so a prompt shows which excerpts it holds:
     none of the neuron's valid or test ones, even when they are offered as mining candidates."""
     corpus, _ = inputs
@@ -442,7 +447,7 @@ def test_no_valid_or_test_excerpt_reaches_a_prompt_or_a_mined_counterexample(inp
     candidates = mining_candidates(excerpts, neuron_records=neuron_records, corpus=corpus)
     assert set(leaky[:4]) <= set(candidates["excerpt_id"])  # offered, to be filtered
     with LLMServer(explainer_handler(NARROW)) as server:
-        _, found, _, _ = run_round(server, excerpts, None, candidates=candidates)
+        _, found, _, _ = run_round(server, excerpts, tmp_path / "cache", candidates=candidates)
         prompts = [
             r.body["messages"][1]["content"]
             for r in server.requests
@@ -652,3 +657,45 @@ def test_a_held_out_excerpt_among_counterexamples_is_refused_by_id_or_by_text():
         check_not_held_out([fine | {"excerpt_id": 42}], excluded)
     with pytest.raises(LeakageError, match="excerpt 9 is one of the excerpts"):
         check_not_held_out([fine | {"excerpt_id": 9, "tokens": ["a", " b"]}], excluded)
+
+
+def test_every_call_of_a_round_is_in_its_audit_mined_candidates_not_kept_included(
+    excerpts, tmp_path
+):
+    explain = explainer_handler(NARROW)
+
+    def handler(received):
+        system, user = (
+            m["content"] for m in received.body["messages"][:1] + received.body["messages"][-1:]
+        )
+        if system != CHAT_SYSTEM_MESSAGE:
+            return explain(received)
+        return Answer(["\n".join(f"{t}\t5" for t in target_tokens(user))])
+
+    with LLMServer(handler) as server:
+        explainer = llm_explainer(server)
+        simulator = simulator_profile(
+            "sim", {"kind": "llm", "method": "plain_text", "model": "m", "base_url": server.url}
+        )
+        current = starting_point(explainer, excerpts, {ROYAL: BROAD, DOG: 'the word "dog"'})
+        current = current.with_columns(
+            simulator=pl.lit("sim"), simulator_hash=pl.lit(simulator.hash)
+        )
+        with LLMClient(explainer.endpoint(), tmp_path / "cache", sleep=no_sleep) as client:
+            found, calls, cited = find_counterexamples(
+                1,
+                current,
+                excerpts,
+                explainer,
+                simulator,
+                RuleSubject(),
+                explainer_client=client,
+                simulator_client=client,
+                spec=replace(COUNTEREXAMPLE_SPEC, mine_k=1),
+            )
+    mined = cited.join(
+        found.select("layer", "neuron", "call_ids"), on=["layer", "neuron", "call_ids"], how="anti"
+    )
+    assert mined.height  # candidates simulated, then not kept
+    audit = audit_rows(cited, calls, "counterexamples", explainer.name)
+    assert set(audit["call_id"]) == {c.call_id for c in calls}

@@ -1,7 +1,9 @@
 """Simulator parsers on hand-built logprob structures: EV arithmetic, alignment, fallbacks."""
 
+import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +11,7 @@ from autointerp.activations.data_model import ActivationRecord
 from autointerp.errors import InputError
 from autointerp.explain.few_shot import FewShotNeuron
 from autointerp.explain.prompt_format import ResponseParseError
+from autointerp.llm.responses import parse_response
 from autointerp.simulate.parsers import (
     expected_value,
     parse_all_at_once,
@@ -109,7 +112,8 @@ ANSWERS = {
 def test_all_at_once_request_is_the_reference_layout():
     request = build_all_at_once_request("ships", TOKENS, few_shot=REVEALING)
     assert request.method == ALL_AT_ONCE
-    assert request.params["max_tokens"] == 0
+    # One generated token, ignored: llama-cpp-python reads max_tokens 0 as unlimited.
+    assert request.params["max_tokens"] == 1
     assert request.params["echo"] is True
     assert request.params["logprobs"] == 15
     # As the reference writes it: no period after the explanation, "Activations: " then the
@@ -147,6 +151,47 @@ def test_all_at_once_without_text_offsets_and_with_a_bos_prefix():
     ]
     result = parse_all_at_once(request, positions)
     assert result.expected_activations[:2] == pytest.approx([0.2, 8.25])
+
+
+RECORDED = Path(__file__).parent / "recorded"
+
+
+@pytest.mark.parametrize(
+    ("recording", "shifted"),
+    [
+        # vLLM: the first prompt token has no logprobs; each position's alternatives are the
+        # distribution over its own token, which they include.
+        ("vllm_echo.json", False),
+        # llama-cpp-python serving a model whose tokenizer adds no BOS (SmolLM2): each position
+        # carries the distribution over the NEXT token (with its own token added to it).
+        ("llama_cpp_echo_no_bos.json", True),
+    ],
+)
+def test_all_at_once_recorded_server_replies_align_by_text_offset(recording, shifted):
+    request = build_all_at_once_request("ships", ["The", " ship", " sails"], few_shot=FEW_SHOT)
+    reply = parse_response("completion", (RECORDED / recording).read_text())
+    assert reply.logprobs[0].tokens[-1] == "\n"  # the one generated token, after the prompt
+    result = parse_all_at_once(request, reply.logprobs[0])
+    assert result.shifted is shifted
+    assert result.missing == [] and result.folded == []
+    assert result.expected_activations == pytest.approx([0.4, 8.1, 0.3], abs=1e-3)
+
+
+def test_all_at_once_shift_is_read_per_reply_not_assumed():
+    """Read at the wrong position, a shifted echo answers nothing: the parser must not."""
+    request = build_all_at_once_request("ships", ["The", " ship", " sails"], few_shot=FEW_SHOT)
+    body = json.loads((RECORDED / "llama_cpp_echo_no_bos.json").read_text())
+    logprobs = body["choices"][0]["logprobs"]
+    at = [logprobs["text_offset"].index(o) for o in request.answer_offsets]
+    # The same reply with the values moved onto the `unknown` tokens reads unshifted.
+    for i in at:
+        logprobs["top_logprobs"][i], logprobs["top_logprobs"][i - 1] = (
+            logprobs["top_logprobs"][i - 1],
+            {"\t": -0.01},
+        )
+    result = parse_all_at_once(request, logprobs)
+    assert not result.shifted
+    assert result.expected_activations == pytest.approx([0.4, 8.1, 0.3], abs=1e-3)
 
 
 def test_all_at_once_tab_folded_into_unknown_gives_no_value():

@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # Offline default demo: every layer of SmolLM2-135M over the first excerpts of the corpus.
 DEMO_ARGS ?= --layers all --excerpts 2000
 
-.PHONY: setup browser demo test test-llama test-scale lint ui view bench clean
+.PHONY: setup browser demo study test test-llama test-scale lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ browser:
 
 demo: setup
 	$(BIN)/autointerp run $(DEMO_ARGS)
+
+# The activation study, offline: train one small model per MLP activation, explain, compare.
+study: setup
+	$(BIN)/autointerp study
 
 lint: setup
 	$(BIN)/ruff format --check .

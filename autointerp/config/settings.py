@@ -268,7 +268,7 @@ class StudySpec(Versioned):
     # Training.
     heldout_fraction: float = 0.05  # of the windows, chosen by a seeded hash
     steps: int = 400
-    batch_size: int = 32  # windows per step
+    batch_size: int = 8  # windows per step
     learning_rate: float = 3e-3  # AdamW's peak, after a linear warm-up, cosine-decayed to 10%
     warmup_steps: int = 50
     weight_decay: float = 0.1  # on matrices, not on norms

@@ -15,7 +15,7 @@ Per model (asset keys under its prefix, e.g. `smollm2_135m/scores`):
 
 Beside the models, when configured: the activation study's assets (its training data, one
 trained model per activation, their summary) and the comparison of models, with the job `study`
-over them (`autointerp study` and `autointerp compare` run it, as the CLI runs the graph jobs).
+over them (`autointerp study` runs it, as the CLI runs the graph jobs).
 
 A model whose weights are on the hub while the hub is off is not loaded: it cannot run here
 (`autointerp run --model NAME` says why).

@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # seeded sample of 1,000 excerpts, in minutes on 2 cores; `--layers all` runs all 30 layers.
 DEMO_ARGS ?= --layers 0-5 --excerpts 1000
 
-.PHONY: setup browser demo test test-llama test-scale lint ui view bench clean
+.PHONY: setup browser demo study test test-llama test-scale lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ browser:
 
 demo: setup
 	$(BIN)/autointerp run $(DEMO_ARGS)
+
+# The activation study, offline: train one small model per MLP activation, explain, compare.
+study: setup
+	$(BIN)/autointerp study
 
 lint: setup
 	$(BIN)/ruff format --check .

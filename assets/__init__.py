@@ -1,4 +1,5 @@
-"""Dagster assets, one module per stage; each model gets its own copy under its key prefix."""
+"""Dagster assets, one module per stage; each model gets its own copy under its key prefix, and
+the activation study and the comparison of models have theirs (`assets.study.study_assets`)."""
 
 import warnings
 
@@ -12,6 +13,7 @@ from assets.revisions import revision_assets
 from assets.score_views import score_view_assets
 from assets.scores import scores_asset
 from assets.simulations import simulations_assets
+from assets.study import model_key
 from assets.top_k_excerpts import top_k_excerpts_asset
 from autointerp.config.settings import ModelSpec, Settings
 
@@ -31,10 +33,18 @@ def model_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDefiniti
     imported from a published dataset (with its own explainer and simulator profiles)."""
     settings = settings.for_model(model)
     layers = layer_partitions(model)
+    trained_by = [
+        model_key(activation)
+        for activation, name in (settings.study.model_names if settings.study else {}).items()
+        if name == model.name
+    ]
     records = (
         [imported_records_assets(settings, model, layers)]
         if model.imported
-        else [corpus_asset(settings, model), *neuron_records_assets(settings, model, layers)]
+        else [
+            corpus_asset(settings, model, trained_by),
+            *neuron_records_assets(settings, model, layers, trained_by),
+        ]
     )
     return [
         *records,

@@ -1,5 +1,7 @@
 """corpus: fixed-length token excerpts of the configured text source, tokenized for one model."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 import polars as pl
 
@@ -19,7 +21,10 @@ class CorpusConfig(dg.Config):
     max_excerpts: int | None = None
 
 
-def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
+def corpus_asset(
+    settings: Settings, model: ModelSpec, deps: Sequence[dg.AssetKey] = ()
+) -> dg.AssetsDefinition:
+    """`deps`: assets that write the model itself (a study model's training), if any."""
     # The corpus depends on the tokenizer, which comes with the weights: not on their dtype.
     tokenizer = {
         key: value
@@ -29,6 +34,7 @@ def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=[model.key_prefix, "corpus"],
+        deps=deps,
         group_name=model.key_prefix,
         code_version=f"{LOGIC_VERSION}-{content_hash(settings.corpus, tokenizer)}",
         description=(

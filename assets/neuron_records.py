@@ -5,6 +5,8 @@ With `[execution] capture_shards` = N > 1, the pass is split: neuron_records_sha
 capture one contiguous shard of the corpus (separate steps, so executors run them side by side),
 and neuron_records merges their partial records into exactly the one-pass records."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 import polars as pl
 
@@ -62,23 +64,32 @@ def shard_names(settings: Settings) -> list[str]:
 
 
 def neuron_records_assets(
-    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+    settings: Settings,
+    model: ModelSpec,
+    layers: dg.PartitionsDefinition,
+    deps: Sequence[dg.AssetKey] = (),
 ) -> list[dg.AssetsDefinition]:
+    """`deps`: assets that write the model itself (a study model's training), if any; every
+    step that runs the model waits for them."""
     shards = settings.execution.capture_shards
     if shards > 1:
         return [
-            *(shard_asset(settings, model, layers, Shard(i, shards)) for i in range(shards)),
+            *(shard_asset(settings, model, layers, Shard(i, shards), deps) for i in range(shards)),
             merged_records_asset(settings, model, layers),
         ]
-    return [one_pass_asset(settings, model, layers)]
+    return [one_pass_asset(settings, model, layers, deps)]
 
 
 def one_pass_asset(
-    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition
+    settings: Settings,
+    model: ModelSpec,
+    layers: dg.PartitionsDefinition,
+    deps: Sequence[dg.AssetKey],
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[model.key_prefix, "neuron_records"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
+        deps=deps,
         partitions_def=layers,
         # Several layer partitions in one run share one forward pass over the corpus.
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -115,11 +126,16 @@ def one_pass_asset(
 
 
 def shard_asset(
-    settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, shard: Shard
+    settings: Settings,
+    model: ModelSpec,
+    layers: dg.PartitionsDefinition,
+    shard: Shard,
+    deps: Sequence[dg.AssetKey],
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=[model.key_prefix, f"{SHARD_PREFIX}{shard.index}"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
+        deps=deps,
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=model.key_prefix,

@@ -81,3 +81,24 @@ def unscored_neurons(
             f"simulations failed, more than max_error_fraction = {max_error_fraction:.0%}"
         )
     return problems
+
+
+def short_of_unigram(trained: pl.DataFrame, min_margin: float) -> list[str]:
+    """Every trained model's held-out loss lies at least `min_margin` nats under the unigram
+    baseline's (TRAINED_MODEL_SCHEMA rows): a model that has not learned more than token
+    frequencies is not worth explaining."""
+    short = trained.filter(pl.col("heldout_loss") > pl.col("unigram_loss") - min_margin)
+    return [
+        f"{row['model']}: held-out loss {row['heldout_loss']:.3f} is not {min_margin} under the "
+        f"unigram baseline's {row['unigram_loss']:.3f}; train longer (steps) or check the data"
+        for row in short.iter_rows(named=True)
+    ]
+
+
+def unmatched_parameters(trained: pl.DataFrame, tolerance: float) -> list[str]:
+    """The trained models' parameter counts lie within `tolerance` (a share) of each other."""
+    low, high = trained["parameters"].min(), trained["parameters"].max()
+    if high <= low * (1 + tolerance):
+        return []
+    counts = ", ".join(f"{m} {p:,}" for m, p in trained.select("model", "parameters").rows())
+    return [f"parameter counts differ by more than {tolerance:.0%}: {counts}"]

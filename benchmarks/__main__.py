@@ -1,5 +1,6 @@
-"""`python -m benchmarks` (or `make bench`): every benchmark, results printed and saved as JSON
-under benchmarks/results/. Ratios compare against a baseline measured in the same run."""
+"""`python -m benchmarks` (or `make bench`): every benchmark but the study's, results printed and
+saved as JSON under benchmarks/results/; `python -m benchmarks NAME …` runs those named. Ratios
+compare against a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from benchmarks import (
     scoring,
     simulator_methods,
     storage,
+    study,
     viewer,
 )
 
@@ -30,14 +32,17 @@ BENCHMARKS = {
     "refresh": refresh.main,
     "revisions": revisions.main,
     "scale": scale.main,
+    "study": study.main,
     "interchange": interchange.main,
     "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
     "storage": storage.main,
 }
+# Run by name only: it trains the study's models from scratch (tens of minutes on 2 cores).
+BY_NAME_ONLY = {"study"}
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or list(BENCHMARKS)
+    chosen = sys.argv[1:] or [name for name in BENCHMARKS if name not in BY_NAME_ONLY]
     for name in chosen:
         print(f"== {name}", flush=True)
         print(json.dumps(BENCHMARKS[name](), indent=2, default=str), flush=True)

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -18,6 +19,9 @@ from autointerp.safe_text import printable
 from autointerp.storage.delta import read_table, table_version
 from pipelines.console import keep_trace, one_line
 from pipelines.refresh import contiguous
+
+if TYPE_CHECKING:
+    from pipelines.runs import Materializer
 
 # The layer-partitioned assets, materialized together per range of layers: one run, one pass.
 LAYER_ASSETS = [
@@ -67,14 +71,15 @@ def _environment(settings: Settings) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-def materializer(settings: Settings, model: ModelSpec, command: str):
-    """Runs of `model`'s graph through the code location's job, refused up front for a model
-    that cannot run in these settings (its weights on the hub while the hub is off)."""
+def materializer(settings: Settings, model: ModelSpec | None, command: str):
+    """Runs of `model`'s graph (None: of the study's assets) through the code location's job,
+    refused up front for a model that cannot run in these settings (its weights on the hub
+    while the hub is off)."""
     from autointerp.activations.subject_model import hub_refusal
     from pipelines.run_records import fail_dead_runs
     from pipelines.runs import Materializer
 
-    refusal = hub_refusal(model, settings.allow_hub)
+    refusal = hub_refusal(model, settings.allow_hub) if model else None
     if refusal:
         raise ConfigError(refusal)
     materialize = Materializer(settings, model, command, log_home=settings.home)
@@ -98,8 +103,9 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
             )
         # Imported per layer, in the run of the layer: records, their corpus, the explanations.
         imported = ["corpus", "imported_explanations"]
+        corpus = None
     else:
-        materialize([materialize.key("corpus")], config=materialize.corpus_config(args.excerpts))
+        corpus = materialize.corpus_config(args.excerpts)
         imported = shard_names(settings)  # the capture's shard steps, if any
     skipped = revisions_skipped(settings, model)
     if skipped:
@@ -114,12 +120,114 @@ def command_run(args: argparse.Namespace, settings: Settings) -> None:
             for name in ("counterexamples", "revised_explanations", "revision_calls")
         ]
     )
-    order = [str(layer) for layer in model.layers]
+    summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
+    run_graph(materialize, layers, corpus, per_layer, summaries)
+    print_summary(settings, model, layers, revisions=bool(rounds))
+
+
+def run_graph(
+    materialize: Materializer,
+    layers: Sequence[int],
+    corpus: dict | None,
+    per_layer: list[str],
+    summaries: list[str],
+) -> None:
+    """Of `materialize`'s model: the corpus (run with the `corpus` config; None: made per layer,
+    as an imported model's is), then the `per_layer` assets in one run per contiguous range of
+    `layers`, then the `summaries`."""
+    if corpus is not None:
+        materialize([materialize.key("corpus")], config=corpus)
+    order = [str(layer) for layer in materialize.model.layers]
     for low_high in contiguous([str(layer) for layer in layers], order):
         materialize([materialize.key(name) for name in per_layer], low_high)
-    summaries = ["score_summary", "compare", *(["revision_summary"] if rounds else [])]
     materialize([materialize.key(name) for name in summaries])
-    print_summary(settings, model, layers, revisions=bool(rounds))
+
+
+def command_study(args: argparse.Namespace, settings: Settings) -> None:
+    """The activation study: train what is missing or out of date, explain and score every
+    study model with the active profiles, then compare them."""
+    import dagster as dg
+
+    from assets.neuron_records import shard_names
+    from autointerp.study.comparison import COMPARISON_KEY, plot_path
+
+    study = settings.study
+    if study is None:
+        raise InputError(f"{settings.config_path} declares no [study]")
+    models = [settings.model(name) for name in study.model_names.values()]
+    runs = materializer(settings, None, "study")
+    due = training_due(settings, runs)
+    if due:
+        runs(due)
+    else:
+        print("study: the trained models are up to date", file=sys.stderr)
+    excerpts = args.excerpts or study.explain_excerpts
+    for model in models:
+        # Made after training: a model's graph is versioned by the weights it just wrote.
+        graph = materializer(settings, model, "study")
+        per_layer = shard_names(settings) + LAYER_ASSETS
+        run_graph(graph, model.layers, graph.corpus_config(excerpts), per_layer, ["score_summary"])
+    print_training_summary(settings)
+    names = [model.name for model in models]
+    reference = settings.comparison.reference or names[0]
+    if list(settings.comparison.models) == names:  # the comparison asset is the study's
+        runs([dg.AssetKey(list(COMPARISON_KEY))])
+        uri = "/".join([settings.delta_root, *COMPARISON_KEY])
+        comparison = read_table(uri, storage_options=settings.storage.storage_options)
+        print_comparison(comparison, plot_path(settings.home))
+    else:
+        print_model_comparison(settings, names, reference)
+
+
+def training_due(settings: Settings, runs: Materializer) -> list:
+    """The study's training assets to materialize, in dependency order: what the refresh plan
+    finds out of date or never materialized among them (with what follows), and the models
+    whose folder is gone, with their summary."""
+    import dagster as dg
+
+    from assets.study import GROUP, model_key
+    from pipelines.refresh import plan_refresh
+
+    study = settings.study
+    training = [asset for asset in runs.assets if asset.key.path[0] == GROUP]
+    plan = plan_refresh(runs.instance, training)
+    due = set(plan.due) | plan.never_materialized
+    gone = {
+        model_key(activation)
+        for activation in study.activations
+        if not (study.model_folder(settings.home, activation) / "config.json").is_file()
+    }
+    if gone:
+        due |= gone | {dg.AssetKey([GROUP, "training_summary"])}
+    return [key for step in plan.steps for key in step.keys if key in due]
+
+
+def print_training_summary(settings: Settings) -> None:
+    from assets.study import GROUP
+
+    uri = f"{settings.delta_root}/{GROUP}/training_summary"
+    order = pl.Enum(list(settings.study.activations))
+    summary = read_table(uri, storage_options=settings.storage.storage_options).sort(
+        pl.col("activation").cast(order)
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250):
+        print(
+            "\nstudy models (held-out and unigram loss in nats per token; margin: how far "
+            f"under the unigram baseline, at least min_margin = {settings.study.min_margin})"
+        )
+        print(
+            summary.select(
+                "model",
+                "mlp_width",
+                "parameters",
+                "non_embedding_parameters",
+                "tokens",
+                pl.col("heldout_loss").round(3),
+                pl.col("unigram_loss").round(3),
+                (pl.col("unigram_loss") - pl.col("heldout_loss")).round(3).alias("margin"),
+            )
+        )
+    print(f"Loss curves: {settings.study.folder(settings.home) / 'loss_curves.png'}\n")
 
 
 def command_refresh(args: argparse.Namespace, settings: Settings) -> None:
@@ -211,9 +319,13 @@ def command_lineage(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def command_compare(args: argparse.Namespace, settings: Settings) -> None:
-    """Explainers side by side on the neurons they share."""
+    """Explainers side by side on the neurons they share; with --models, subject models."""
     from autointerp.score.compare import compare_explainers, format_comparison
 
+    if args.models:
+        names = [name.strip() for name in args.models.split(",") if name.strip()]
+        print_model_comparison(settings, names, args.reference or names[0], args.split)
+        return
     model = settings.model(args.model)
     scores = read_table(
         settings.table_uri(model, "scores"), storage_options=settings.storage.storage_options
@@ -235,7 +347,7 @@ def command_estimate(args: argparse.Namespace, settings: Settings) -> None:
     if args.rate_limit <= 0 or (args.tokens_per_minute or 1) <= 0:
         raise InputError("--rate-limit and --tokens-per-minute must be above 0")
     model = settings.model(args.model)
-    profiles = settings.profiles
+    profiles = settings.for_model(model).profiles  # an imported model's own included
     neurons = args.neurons_per_layer
     if neurons is None:  # the model says: it is loaded as a run loads it (no hub unless allowed)
         subject = load_subject_model(
@@ -258,6 +370,65 @@ def command_estimate(args: argparse.Namespace, settings: Settings) -> None:
         neuron_sample=args.neuron_sample,
     )
     print(format_estimate(result, args.rate_limit, args.tokens_per_minute))
+
+
+def print_model_comparison(
+    settings: Settings, names: list[str], reference: str, split: str = "test"
+) -> None:
+    """Subject models side by side, from their stored scores and neuron records, as a table
+    and a plot under AUTOINTERP_HOME/comparison."""
+    from assets.study import COMPARED_TABLES
+    from autointerp.study.comparison import ModelResults, compare_models, plot_path
+    from autointerp.study.plots import plot_model_comparison
+
+    def results(model: ModelSpec) -> ModelResults:
+        tables = {}
+        for table, columns in COMPARED_TABLES:
+            uri = settings.table_uri(model, table)
+            if table_version(uri, settings.storage.storage_options) is not None:
+                tables[table] = read_table(
+                    uri, columns=list(columns), storage_options=settings.storage.storage_options
+                )
+            elif table != "shuffled_scores":  # a graph run before the floor existed has none
+                raise InputError(
+                    f"{model.name} has no {table} table at {uri}: run `autointerp run --model "
+                    f"{model.name}` first"
+                )
+        return ModelResults(
+            model.name,
+            model.num_layers,
+            tables["scores"],
+            tables["neuron_records"],
+            tables.get("shuffled_scores"),
+        )
+
+    models = [settings.model(name) for name in names]
+    comparison = compare_models(
+        [results(model) for model in models],
+        reference=reference,
+        depth_bins=settings.comparison.depth_bins,
+        split=split,
+        n_boot=settings.summaries.bootstrap_samples,
+        seed=settings.summaries.bootstrap_seed,
+    )
+    plot = plot_path(settings.home, "-vs-".join(m.key_prefix for m in models))
+    print_comparison(comparison, plot_model_comparison(comparison, plot))
+
+
+def print_comparison(comparison: pl.DataFrame, plot: Path) -> None:
+    from autointerp.study.comparison import comparison_table
+
+    first = comparison.row(0, named=True)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_width_chars=250):
+        print(comparison_table(comparison))
+    print(
+        f"ev_correlation on {first['split']} / {first['scored_on']}, each neuron's sample chosen "
+        "on valid; dead: never above 0 on the corpus; undefined: constant activations; floor: "
+        "the mean score of other neurons' explanations (chance); "
+        f"− reference: mean minus {first['reference']}'s at the same relative depth, with a "
+        "bootstrap 95% interval over neurons."
+    )
+    print(f"Plot: {plot}")
 
 
 def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
@@ -476,7 +647,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     lineage.add_argument("--neuron", type=int, required=True)
     lineage.add_argument("--explainer", help="only this explainer profile's scores")
     lineage.add_argument("--json", action="store_true", help="machine-readable output")
-    compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
+    compare = sub.add_parser(
+        "compare", help="explainers side by side on shared neurons; or models, with --models"
+    )
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
     cost = sub.add_parser(
@@ -496,6 +669,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     cost.add_argument(
         "--neurons-per-layer", type=int, help="instead of loading the model to count them"
     )
+    compare.add_argument(
+        "--models", help="subject models side by side instead, e.g. study-gelu,study-relu"
+    )
+    compare.add_argument("--reference", help="with --models: the model compared against")
+    study = sub.add_parser("study", help="train the activation study's models, explain, compare")
+    study.add_argument("--excerpts", type=int, help="corpus excerpts each model is explained on")
     export = sub.add_parser("export", help="write a model's results in a shareable format")
     formats = export.add_subparsers(dest="format", required=True)
     openai = formats.add_parser(
@@ -540,9 +719,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings()
         _environment(settings)
+        if getattr(args, "excerpts", None) is not None and args.excerpts < 1:
+            raise InputError("--excerpts must be at least 1")
         if args.command == "run":
-            if args.excerpts is not None and args.excerpts < 1:
-                raise InputError("--excerpts must be at least 1")
             command_run(args, settings)
         elif args.command == "refresh":
             command_refresh(args, settings)
@@ -552,6 +731,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_compare(args, settings)
         elif args.command == "estimate":
             command_estimate(args, settings)
+        elif args.command == "study":
+            command_study(args, settings)
         elif args.command == "export" and args.format == "openai":
             command_export_openai(args, settings)
         elif args.command == "export":

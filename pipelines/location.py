@@ -13,6 +13,10 @@ Per model (asset keys under its prefix, e.g. `smollm2_135m/scores`):
   after "Reload definitions" each out-of-date asset shows a failing (warning) check that names
   its layers and why, and the sensor's ticks say the same for the whole graph.
 
+Beside the models, when configured: the activation study's assets (its training data, one
+trained model per activation, their summary) and the comparison of models, with the job `study`
+over them (`autointerp study` runs it, as the CLI runs the graph jobs).
+
 A model whose weights are on the hub while the hub is off is not loaded: it cannot run here
 (`autointerp run --model NAME` says why).
 """
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from assets import model_assets
+from assets.study import COMPARISON_GROUP, GROUP, study_assets
 from autointerp.activations.subject_model import hub_refusal
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.safe_text import printable
@@ -32,6 +37,7 @@ from pipelines.runs import (
     COMMAND_TAG,
     MODEL_TAG,
     REFRESH_RUN_TAG,
+    STUDY_JOB,
     Materializer,
     graph_job_name,
     refresh_job_name,
@@ -211,15 +217,45 @@ def model_definitions(settings: Settings, model: ModelSpec) -> tuple[list, list,
     return assets, [up_to_date], jobs, [keep_checks_current]
 
 
+def study_definitions(settings: Settings) -> tuple[list, list]:
+    """The study's assets and the comparison of models, and the job over them (none without)."""
+    assets = study_assets(settings)
+    if not assets:
+        return [], []
+    job = dg.define_asset_job(
+        STUDY_JOB,
+        selection=dg.AssetSelection.groups(GROUP, COMPARISON_GROUP),
+        tags={COMMAND_TAG: "study"},
+        description=(
+            "The activation study's training data, trained models and their summary, and the "
+            "comparison of subject models."
+        ),
+    )
+    return assets, [job]
+
+
+def external_inputs(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetSpec]:
+    """What `assets` read that none of them writes (a compared model's tables, when its graph is
+    not loaded here; a study model's training, beside its graph alone), as external assets."""
+    written = {key for a in assets for key in a.keys}
+    read = {dep for a in assets for deps in a.asset_deps.values() for dep in deps}
+    return [dg.AssetSpec(key) for key in sorted(read - written, key=lambda k: k.path)]
+
+
 def build_definitions(
-    settings: Settings, models: Sequence[ModelSpec] | None = None
+    settings: Settings, models: Sequence[ModelSpec] | None = None, *, study: bool | None = None
 ) -> dg.Definitions:
-    """The definitions of `models` (default: every model that can run in these settings)."""
-    parts = [model_definitions(settings, m) for m in models or runnable_models(settings)]
+    """The definitions of `models` (default: every model that can run in these settings), and
+    with `study` (default: when no models are named) the study's and the comparison's."""
+    chosen = runnable_models(settings) if models is None else models
+    parts = [model_definitions(settings, m) for m in chosen]
+    with_study = models is None if study is None else study
+    extra_assets, extra_jobs = study_definitions(settings) if with_study else ([], [])
+    assets = [a for part in parts for a in part[0]] + extra_assets
     return dg.Definitions(
-        assets=[a for part in parts for a in part[0]],
+        assets=assets + external_inputs(assets),
         asset_checks=[c for part in parts for c in part[1]],
-        jobs=[j for part in parts for j in part[2]],
+        jobs=[j for part in parts for j in part[2]] + extra_jobs,
         sensors=[s for part in parts for s in part[3]],
         resources=resources(settings),
         executor=executor(settings),

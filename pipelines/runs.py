@@ -1,6 +1,7 @@
-"""Runs of a model's graph in this process, through the code location's own `<model>_graph` job:
-each run is named and tagged (model, layers, command), appears in the UI's runs and timeline
-beside those launched there, and can be re-executed from it."""
+"""Runs of a model's graph in this process, through the code location's own `<model>_graph` job
+(or of the study's assets, through its `study` job): each run is named and tagged (model, layers,
+command), appears in the UI's runs and timeline beside those launched there, and can be
+re-executed from it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ COMMAND_TAG = "autointerp/command"
 REFRESH_RUN_TAG = "autointerp/refresh_run"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The job over the activation study's assets and the comparison of models.
+STUDY_JOB = "study"
 
 
 class RunFailed(AutointerpError):
@@ -43,8 +46,10 @@ def refresh_job_name(model: ModelSpec) -> str:
     return f"{model.key_prefix}_refresh"
 
 
-def run_tags(model: ModelSpec, command: str, partitions: tuple[str, str] | None = None) -> dict:
-    tags = {MODEL_TAG: model.name, COMMAND_TAG: command}
+def run_tags(
+    model: ModelSpec | None, command: str, partitions: tuple[str, str] | None = None
+) -> dict:
+    tags = {COMMAND_TAG: command, **({MODEL_TAG: model.name} if model else {})}
     if partitions:
         low, high = partitions
         tags[LAYERS_TAG] = low if low == high else f"{low}-{high}"
@@ -53,14 +58,15 @@ def run_tags(model: ModelSpec, command: str, partitions: tuple[str, str] | None 
 
 
 class Materializer:
-    """Runs materializations of one model's graph in `instance` (default: DAGSTER_HOME's).
-    With `log_home` (a terminal's runs), Dagster's tracebacks go to the run log under it, and
-    each error prints in one line."""
+    """Runs materializations of one model's graph (`model` None: of the study's assets and the
+    comparison of models) in `instance` (default: DAGSTER_HOME's). With `log_home` (a
+    terminal's runs), Dagster's tracebacks go to the run log under it, and each error prints in
+    one line."""
 
     def __init__(
         self,
         settings: Settings,
-        model: ModelSpec,
+        model: ModelSpec | None,
         command: str,
         *,
         instance: dg.DagsterInstance | None = None,
@@ -70,8 +76,12 @@ class Materializer:
         from pipelines.location import build_definitions
 
         self.settings, self.model, self.command = settings, model, command
-        definitions = build_definitions(settings, models=[model])
-        self.job = definitions.resolve_job_def(graph_job_name(model))
+        if model is None:
+            definitions = build_definitions(settings, models=[], study=True)
+            self.job = definitions.resolve_job_def(STUDY_JOB)
+        else:
+            definitions = build_definitions(settings, models=[model])
+            self.job = definitions.resolve_job_def(graph_job_name(model))
         self.assets = [a for a in definitions.assets if isinstance(a, dg.AssetsDefinition)]
         self.instance = instance or dg.DagsterInstance.get()
         self.extra_tags = dict(tags or {})
@@ -101,7 +111,8 @@ class Materializer:
     def _run(
         self, keys: list[dg.AssetKey], partitions: tuple[str, str] | None, config: dict | None
     ) -> str:
-        if config is None and self.key("corpus") in keys and not self.model.imported:
+        model = self.model
+        if config is None and model and not model.imported and self.key("corpus") in keys:
             # A corpus rebuilt by a refresh keeps the sample size it last had (an imported
             # model's comes with its records and takes no sample size).
             config = self.corpus_config(self.last_corpus_size())
@@ -164,7 +175,7 @@ class Materializer:
         repository = ReconstructableRepository.for_module(
             "pipelines.current_definitions", "defs", working_directory=os.getcwd()
         )
-        return repository.get_reconstructable_job(graph_job_name(self.model))
+        return repository.get_reconstructable_job(self.job.name)
 
     def corpus_config(self, max_excerpts: int | None) -> dict:
         op = f"{self.model.key_prefix}__corpus"

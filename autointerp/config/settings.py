@@ -26,6 +26,8 @@ from autointerp.explain.explainer_prompt import TOKEN_LIST_PROMPT_VERSION, TOKEN
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "autointerp.toml"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# The MLP activations a study model can be trained with (autointerp.study.architecture).
+STUDY_ACTIVATIONS = ("gelu", "relu", "swiglu", "solu")
 # Roots that name an object store rather than a local folder.
 _URI_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "file://")
 
@@ -245,6 +247,113 @@ def _no_credentials(options: Mapping[str, str]) -> bool:
 
 
 @dataclass(frozen=True)
+class StudySpec(Versioned):
+    """The activation study: small causal LMs trained here on the corpus, alike in everything
+    (tokenizer, data order, seed, depth, width) but the MLP activation, each then explained as
+    a subject model of its own (`study-<activation>`) and compared with the others.
+
+    `mlp_width` is the ungated MLP's width; the gated (`swiglu`) MLP gets 2/3 of it, so that
+    every model holds the same parameters within 2%. `device` and `explain_excerpts` change how
+    the study runs, not what a model learns (up to floating point on another device).
+    """
+
+    activations: tuple[str, ...] = ("gelu", "relu", "swiglu", "solu")
+    # The model: the same for every activation.
+    vocab_size: int = 2048  # a byte-level BPE trained on the corpus
+    num_layers: int = 4
+    hidden_size: int = 128
+    num_heads: int = 4
+    mlp_width: int = 512
+    context_length: int = 128  # tokens per training window, and the models' position table
+    # Training.
+    heldout_fraction: float = 0.05  # of the windows, chosen by a seeded hash
+    steps: int = 400
+    batch_size: int = 8  # windows per step
+    learning_rate: float = 3e-3  # AdamW's peak, after a linear warm-up, cosine-decayed to 10%
+    warmup_steps: int = 50
+    weight_decay: float = 0.1  # on matrices, not on norms
+    eval_every: int = 25  # steps between points of the held-out loss curve
+    eval_windows: int = 64  # held-out windows behind each curve point (the final loss: all)
+    seed: int = 0  # initial weights and data order
+    min_margin: float = 1.0  # nats per token by which every model must beat the unigram loss
+    device: str = "auto"
+    explain_excerpts: int = 4000  # corpus excerpts each model is explained on (`autointerp study`)
+
+    OPERATIONAL = frozenset({"device", "explain_excerpts"})
+    RULES: ClassVar[Mapping[str, Rule]] = {
+        "activations": (
+            lambda names: (
+                len(names) >= 1
+                and len(set(names)) == len(names)
+                and set(names) <= set(STUDY_ACTIVATIONS)
+            ),
+            f"distinct names among {', '.join(STUDY_ACTIVATIONS)}",
+        ),
+        "vocab_size": at_least(257, "a whole number above the 256 bytes"),
+        **dict.fromkeys(
+            ("num_layers", "hidden_size", "num_heads", "mlp_width", "context_length"),
+            at_least(1, "a whole number"),
+        ),
+        "heldout_fraction": (lambda share: 0 < share < 1, "a number between 0 and 1"),
+        **dict.fromkeys(
+            ("steps", "batch_size", "eval_every", "eval_windows"), at_least(1, "a whole number")
+        ),
+        "learning_rate": (lambda rate: rate > 0, "a number > 0"),
+        "warmup_steps": at_least(0, "a whole number"),
+        "weight_decay": at_least(0),
+        "seed": at_least(0, "a whole number"),
+        "min_margin": at_least(0),
+        "device": ModelSpec.RULES["device"],
+        "explain_excerpts": at_least(1, "a whole number"),
+    }
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        """activation -> the subject model trained with it."""
+        return {activation: f"study-{activation}" for activation in self.activations}
+
+    def model_folder(self, home: Path, activation: str) -> Path:
+        return home / "models" / "study" / activation
+
+    def folder(self, home: Path) -> Path:
+        """Where the study keeps its tokenizer and figures."""
+        return home / "study"
+
+    def training_content(self) -> dict[str, object]:
+        """What a model's weights depend on: every setting but the list of activations (adding
+        one leaves the others trained) and the margin its check asks for."""
+        content = self.hash_content()
+        for name in ("activations", "min_margin"):
+            content.pop(name)
+        return content
+
+    def model_spec(self, home: Path, activation: str) -> ModelSpec:
+        """The subject model a trained study model is, read from its folder under `home`."""
+        return ModelSpec(
+            name=self.model_names[activation],
+            num_layers=self.num_layers,
+            path=str(self.model_folder(home, activation)),
+            dtype="float32",  # small models: full precision costs little and matches training
+            device=self.device,
+            batch_size=64,  # excerpts per forward pass of capture: small models take many
+            context_length=self.context_length,
+        )
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """Subject models side by side (the `comparison/across_models` asset; `autointerp compare
+    --models` takes its own list): score distributions per relative depth, and each model's
+    difference from the reference model."""
+
+    models: tuple[str, ...] = ()  # declared models; empty: the study's models
+    reference: str | None = None  # None: the first model
+    depth_bins: int = 4  # layers are grouped by relative depth into this many bins
+
+    RULES: ClassVar[Mapping[str, Rule]] = {"depth_bins": at_least(1, "a whole number")}
+
+
+@dataclass(frozen=True)
 class StorageSpec:
     """Where the Delta tables live: a folder, or an `s3://`, `gs://`, `az://` URI with the
     storage options its object store needs (credentials belong in the environment).
@@ -310,6 +419,8 @@ class Settings:
     summaries: SummarySpec = field(default_factory=SummarySpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    study: StudySpec | None = None  # None: no [study] section
+    comparison: ComparisonSpec = field(default_factory=ComparisonSpec)
     default_model: str = "smollm2-135m"
     profiles: Profiles = field(default_factory=lambda: load_profiles({}))
 
@@ -404,6 +515,43 @@ def _model_spec(name: str, raw: Any) -> ModelSpec:
     return spec
 
 
+def _study(raw: dict, models: dict[str, ModelSpec], home: Path) -> StudySpec | None:
+    """The [study] section, its trained models added to `models` as subject models."""
+    if "study" not in raw:
+        return None
+    study = _section(raw, "study", StudySpec)
+    study = replace(study, activations=tuple(study.activations))
+    if study.hidden_size % study.num_heads:
+        raise ConfigError(
+            f"[study] hidden_size = {study.hidden_size}: a multiple of num_heads "
+            f"({study.num_heads})"
+        )
+    for activation, name in study.model_names.items():
+        if name in models:
+            raise ConfigError(f"[models.{name}] clashes with the study's model of that name")
+        models[name] = study.model_spec(home, activation)
+    return study
+
+
+def _comparison(raw: dict, models: dict[str, ModelSpec], study: StudySpec | None) -> ComparisonSpec:
+    """The [comparison] section, its models defaulting to the study's, all of them declared."""
+    comparison = _section(raw, "comparison", ComparisonSpec)
+    comparison = replace(comparison, models=tuple(comparison.models))
+    if not comparison.models and study is not None:
+        comparison = replace(comparison, models=tuple(study.model_names.values()))
+    unknown = [name for name in comparison.models if name not in models]
+    if unknown:
+        raise ConfigError(
+            f"[comparison] models = {unknown}: declared models, among {', '.join(sorted(models))}"
+        )
+    if comparison.reference is not None and comparison.reference not in comparison.models:
+        raise ConfigError(
+            f"[comparison] reference = {comparison.reference!r}: one of its models "
+            f"({', '.join(comparison.models) or 'none'})"
+        )
+    return comparison
+
+
 def _section(raw: dict, key: str, cls: type) -> Any:
     return build(cls, key, raw.get(key, {}))
 
@@ -421,6 +569,7 @@ def load_settings(
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     general = raw.get("autointerp", {})
     home = Path(home or os.environ.get("AUTOINTERP_HOME") or PROJECT_ROOT / ".autointerp")
+    home = home.expanduser().resolve()
     allow_hub = os.environ.get("AUTOINTERP_ALLOW_HUB", str(general.get("allow_hub", False)))
     declared = raw.get("models", {})
     if not isinstance(declared, dict):
@@ -438,6 +587,7 @@ def load_settings(
                 f"[models.{model.name}] num_layers = {model.num_layers}, but its weights "
                 f"{weights.name!r} have {weights.num_layers}: they must be the same model"
             )
+    study = _study(raw, models, home)
     storage = _section(raw, "storage", StorageSpec)
     if root := os.environ.get("AUTOINTERP_DELTA_ROOT"):
         storage = replace(storage, root=root)
@@ -455,7 +605,7 @@ def load_settings(
                 f"{TOKEN_LIST_TOP} (it is {records.top_mean_tokens})"
             )
     return Settings(
-        home=home.expanduser().resolve(),
+        home=home,
         config_path=path.resolve(),
         allow_hub=allow_hub.strip().lower() in ("1", "true", "yes", "on"),
         models=models,
@@ -465,6 +615,8 @@ def load_settings(
         summaries=_section(raw, "summaries", SummarySpec),
         storage=storage,
         execution=_section(raw, "execution", ExecutionSpec),
+        study=study,
+        comparison=_comparison(raw, models, study),
         default_model=general.get("default_model", "smollm2-135m"),
         profiles=profiles,
     )

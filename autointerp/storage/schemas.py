@@ -214,3 +214,61 @@ COMPARISON_SCHEMA = {
     "wins_b": pl.UInt32,
     "ties": pl.UInt32,
 }
+
+# study/training_data: the study's corpus as training windows of its own tokenizer.
+TRAINING_DATA_SCHEMA = {
+    "window": pl.Int64,  # index of the window in the token stream
+    "split": pl.Utf8,  # train | heldout
+    "token_ids": pl.List(pl.Int32),
+}
+
+# One point of a study model's loss curve.
+LOSS_CURVE_SCHEMA = {
+    "step": pl.Int32,
+    "tokens": pl.Int64,  # training tokens seen after this step
+    "learning_rate": pl.Float64,
+    "train_loss": pl.Float64,  # mean over the steps since the previous point
+    "heldout_loss": pl.Float64,  # on the first eval_windows held-out windows
+}
+
+# study/model_<activation> (one row) and study/training_summary (one row per model).
+TRAINED_MODEL_SCHEMA = {
+    "model": pl.Utf8,  # the subject model it became
+    "activation": pl.Utf8,
+    "layers": pl.Int32,
+    "mlp_width": pl.Int32,  # neurons per layer
+    "parameters": pl.Int64,  # the tied embedding counted once
+    "non_embedding_parameters": pl.Int64,
+    "mlp_parameters": pl.Int64,
+    "steps": pl.Int32,
+    "tokens": pl.Int64,
+    "heldout_loss": pl.Float64,  # nats per token, on every held-out window
+    "unigram_loss": pl.Float64,  # the unigram baseline on the same tokens
+    "curve": pl.List(pl.Struct(LOSS_CURVE_SCHEMA)),
+}
+
+# comparison/across_models: subject models side by side, per profile pair, model and depth.
+MODEL_COMPARISON_SCHEMA = {
+    "explainer": pl.Utf8,
+    "explainer_hash": pl.Utf8,
+    "simulator": pl.Utf8,
+    "simulator_hash": pl.Utf8,
+    "split": pl.Utf8,
+    "scored_on": pl.Utf8,
+    "model": pl.Utf8,
+    "reference": pl.Utf8,
+    "depth": pl.Utf8,  # "all", or a bin of relative depth such as "0.25-0.50"
+    "layers": pl.Utf8,  # the model's layers in that bin, e.g. "3" or "8-14"
+    "neurons": pl.Int64,  # neurons scored with this profile pair
+    "scored": pl.Int64,  # of those, with a defined score
+    "undefined_share": pl.Float64,
+    "dead_share": pl.Float64,  # never above 0 on the corpus
+    "mean": pl.Float64,  # of the defined scores
+    "median": pl.Float64,
+    "share_ge_0_5": pl.Float64,
+    "share_ge_0_8": pl.Float64,
+    "floor_mean": pl.Float64,  # mean score of shuffled explanations (the chance floor; test only)
+    "diff": pl.Float64,  # mean − the reference's mean at the same depth
+    "ci_low": pl.Float64,  # bootstrap 95% interval of diff
+    "ci_high": pl.Float64,
+}

@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import processors
 
 from autointerp.config.settings import ModelSpec
+from autointerp.study import architecture as study_architecture
+from autointerp.study.tokenizer import EOS, train_bpe
 
 HIDDEN = 32
 INTERMEDIATE = 64  # MLP width: the number of neurons per layer
@@ -24,7 +26,6 @@ INTERMEDIATE = 64  # MLP width: the number of neurons per layer
 XL_LAYERS, XL_NEURONS = 48, 6400
 HEADS = 4
 MAX_POSITIONS = 256
-EOS = "<|endoftext|>"
 
 _TRAINING_TEXT = """\
 The quick brown fox jumps over the lazy dog. A king and a queen walked in the garden of the castle,
@@ -58,6 +59,8 @@ _ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {}),
     "bert": ("BertConfig", "BertForMaskedLM", {"type_vocab_size": 2}),
+    # The activation study's own model, with its most unusual MLP.
+    "autointerp_study": ("StudyConfig", "StudyForCausalLM", {"activation": "solu"}),
 }
 ARCHITECTURES = tuple(_ARCHITECTURES)
 
@@ -78,16 +81,7 @@ def make_tokenizer(architecture: str = "gpt2") -> transformers.PreTrainedTokeniz
     adds the special tokens the architecture's real tokenizers add (SPECIAL_TOKENS)."""
     before, after = SPECIAL_TOKENS.get(architecture, (None, None))
     specials = [t for t in (before, after) if t]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=[EOS, *specials],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([_TRAINING_TEXT], trainer=trainer)
+    tokenizer = train_bpe([_TRAINING_TEXT], 320, [EOS, *specials])
     if specials:
         single = " ".join([*([before] if before else []), "$A", *([after] if after else [])])
         tokenizer.post_processor = processors.TemplateProcessing(
@@ -131,9 +125,9 @@ def make_tiny_model(
             "num_attention_heads": HEADS,
             "max_position_embeddings": MAX_POSITIONS,
         }
-    config = getattr(transformers, config_class)(**arguments | extra)
+    config = _class(config_class)(**arguments | extra)
     torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(config)
+    model = _class(model_class)(config)
     folder = tmp_path / (folder_name or architecture)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -146,6 +140,11 @@ def make_xl_shaped_model(tmp_path: Path) -> Path:
     return make_tiny_model(
         tmp_path, "gpt2", num_layers=XL_LAYERS, neurons=XL_NEURONS, folder_name="gpt2-xl-shaped"
     )
+
+
+def _class(name: str) -> type:
+    """A class of transformers, or of the study's architecture (registered like them)."""
+    return getattr(transformers, name, None) or getattr(study_architecture, name)
 
 
 def tiny_spec(path: Path, num_layers: int = 2, **overrides: Any) -> ModelSpec:

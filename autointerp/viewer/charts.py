@@ -14,6 +14,7 @@ import altair as alt
 import polars as pl
 
 from autointerp.score.summary import GOOD_SCORE
+from autointerp.viewer.overview import pair_label
 
 Spec = dict[str, Any]
 DATA = "rows"
@@ -125,3 +126,41 @@ def _depth() -> Spec:
 def models_by_depth(summary: pl.DataFrame) -> Spec:
     """Subject models side by side: mean score by relative depth (layer / (layers - 1))."""
     return _with_rows(_depth(), summary)
+
+
+@lru_cache(maxsize=1)
+def _differences() -> Spec:
+    base = alt.Chart().encode(
+        x=alt.X("depth:N", title="relative depth", sort=None),
+        color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
+        xOffset="model:N",
+    )
+    points = base.mark_point(filled=True, size=60).encode(
+        y=alt.Y("diff:Q", title="mean − the reference's (95% CI)"),
+        tooltip=[
+            "model:N",
+            "depth:N",
+            alt.Tooltip("diff:Q", format="+.3f"),
+            alt.Tooltip("ci_low:Q", format="+.3f"),
+            alt.Tooltip("ci_high:Q", format="+.3f"),
+        ],
+    )
+    intervals = base.mark_rule().encode(y="ci_low:Q", y2="ci_high:Q")
+    zero = alt.Chart().mark_rule(color="black", strokeWidth=0.8).encode(y=alt.datum(0))
+    return (
+        alt.layer(intervals, points, zero, data=alt.NamedData(DATA))
+        .properties(width=420, height=200)
+        .facet(row=alt.Row("pair:N", title=None, header=alt.Header(labelAngle=0)))
+        .to_dict()
+    )
+
+
+def model_differences(comparison: pl.DataFrame) -> Spec:
+    """Each model's mean score minus the reference's, by relative depth (`all` last), with its
+    bootstrap interval, one panel per pair (MODEL_COMPARISON_SCHEMA rows)."""
+    rows = comparison.filter(pl.col("diff").is_not_null()).with_columns(pair_label())
+    order = pl.col("depth") == "all"
+    return _with_rows(
+        _differences(),
+        rows.sort(order, "depth").select("pair", "model", "depth", "diff", "ci_low", "ci_high"),
+    )

@@ -27,6 +27,7 @@ import polars as pl
 
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.links import neuron_path
+from autointerp.study.comparison import COMPARISON_KEY, comparison_table
 from autointerp.viewer import charts
 from autointerp.viewer.errors import NotFoundError, layer_range
 from autointerp.viewer.heatmap import heatmap
@@ -147,6 +148,12 @@ class Site:
             )
             for name, spec in settings.models.items()
         }
+        # The comparison of models (comparison/across_models) has a root of its own.
+        self._comparison = ModelTables(
+            f"{settings.delta_root}/{COMPARISON_KEY[0]}",
+            settings.storage.storage_options,
+            refresh_s=refresh_s,
+        )
 
     def model(self, name: str) -> tuple[ModelSpec, ModelTables]:
         if name not in self.settings.models:
@@ -200,9 +207,29 @@ class Site:
             )
         return models, charts.models_by_depth(pl.concat(curves)) if len(curves) > 1 else None
 
+    def _compared(self) -> dict | None:
+        """The stored comparison of models as the table `autointerp compare --models` prints
+        and a chart of the differences from the reference; None before it was materialized."""
+        comparison = optional(self._comparison, COMPARISON_KEY[1])
+        if comparison is None or comparison.is_empty():
+            return None
+        table = comparison_table(comparison).with_columns(pair_label())
+        columns = [c for c in table.columns if c not in ("explainer", "simulator", "pair")]
+        return {
+            "reference": comparison["reference"][0],
+            "columns": columns,
+            "pairs": [
+                (pair, rows.select(columns).rows())
+                for (pair,), rows in table.group_by("pair", maintain_order=True)
+            ],
+            "chart": charts.model_differences(comparison),
+        }
+
     def index(self, links: Links) -> str:
         models, chart = self._models()
-        return self._render("index.html", links, models=models, chart=chart, model=None)
+        return self._render(
+            "index.html", links, models=models, chart=chart, compared=self._compared(), model=None
+        )
 
     def overview(self, name: str, links: Links) -> str:
         spec, tables = self.model(name)

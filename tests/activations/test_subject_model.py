@@ -37,6 +37,7 @@ from autointerp.testing.tiny_models import (
 EXPECTED_NEURON_MODULE = {
     "gpt2": "h.1.mlp.c_proj",
     "llama": "layers.1.mlp.down_proj",
+    "autointerp_study": "layers.1.mlp.down_proj",
     "mistral": "layers.1.mlp.down_proj",
     "qwen2": "layers.1.mlp.down_proj",
     "qwen3": "layers.1.mlp.down_proj",

@@ -102,3 +102,28 @@ def test_a_token_list_explainer_needs_the_corpus_wide_token_means(tmp_path):
         load_settings(write(tmp_path, profile), tmp_path / "home")
     ok = load_settings(write(tmp_path, profile + "[records]\ntop_mean_tokens = 100\n"), tmp_path)
     assert ok.records.top_mean_tokens == 100
+
+
+def test_a_study_declares_one_subject_model_per_activation(tmp_path):
+    text = '[study]\nactivations = ["relu", "swiglu"]\nnum_layers = 3\nsteps = 10\n'
+    settings = load_settings(write(tmp_path, text), tmp_path / "home")
+    assert list(settings.models) == ["study-relu", "study-swiglu"]
+    model = settings.model("study-swiglu")
+    assert model.num_layers == 3 and model.key_prefix == "study_swiglu"
+    assert model.path == str((tmp_path / "home").resolve() / "models" / "study" / "swiglu")
+    # Comparing defaults to the study's models, the first the reference.
+    assert settings.comparison.models == ("study-relu", "study-swiglu")
+    assert settings.comparison.reference is None
+    # What a model's weights depend on: not how it runs, not which other models are trained.
+    content = settings.study.training_content()
+    assert content["steps"] == 10 and not {"device", "activations", "min_margin"} & set(content)
+    assert load_settings(write(tmp_path, ""), tmp_path / "home").study is None
+
+
+def test_a_study_s_models_clash_with_no_declared_model(tmp_path):
+    home = tmp_path / "home"
+    clash = '[study]\n[models.study-gelu]\npath = "x"\nnum_layers = 1\n'
+    with pytest.raises(ConfigError, match=r"\[models.study-gelu\] clashes"):
+        load_settings(write(tmp_path, clash), home)
+    with pytest.raises(ConfigError, match=r"\[study\] unknown keys \['layers'\]"):
+        load_settings(write(tmp_path, "[study]\nlayers = 3\n"), home)

@@ -61,6 +61,22 @@ CASES = [
     ("explainers.e", "max_cues", "0", ">= 1"),
     ("simulators.s", "max_missing_share", "2", "from 0 to 1"),
     ("simulators.s", "quoted_weight", "11", "from 0 to 10"),
+    ("study", "activations", '["gelu", "swish"]', "distinct names among gelu, relu"),
+    ("study", "activations", '["gelu", "gelu"]', "distinct names"),
+    ("study", "activations", "[]", "distinct names"),
+    ("study", "vocab_size", "256", "above the 256 bytes"),
+    ("study", "num_layers", "0", ">= 1"),
+    ("study", "mlp_width", "0", ">= 1"),
+    ("study", "hidden_size", "30", "a multiple of num_heads (4)"),
+    ("study", "heldout_fraction", "1.0", "between 0 and 1"),
+    ("study", "steps", "0", ">= 1"),
+    ("study", "learning_rate", "0", "> 0"),
+    ("study", "warmup_steps", "-1", ">= 0"),
+    ("study", "device", '"gpu"', "auto, cpu, cuda"),
+    ("study", "explain_excerpts", "0", ">= 1"),
+    ("comparison", "depth_bins", "0", ">= 1"),
+    ("comparison", "models", '["nope"]', "declared models, among m"),
+    ("comparison", "reference", '"m2"', "one of its models"),
 ]
 
 

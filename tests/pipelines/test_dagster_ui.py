@@ -243,7 +243,9 @@ def test_the_ui_shows_what_is_out_of_date_and_refreshes_exactly_that(
     # nothing else ran.
     children = runs(dev, {REFRESH_RUN_TAG: refresh_id})
     assert materialized(children) == EXPECTED
-    assert len(children) == len(LAYERS) + 1 and {run["jobName"] for run in children} == {"tiny_graph"}
+    assert len(children) == len(LAYERS) + 1 and {run["jobName"] for run in children} == {
+        "tiny_graph"
+    }
     others = {run["runId"] for run in runs(dev)} - {
         run["runId"] for run in runs(dev, {COMMAND_TAG: "run"})
     }

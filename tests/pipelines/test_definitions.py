@@ -30,6 +30,7 @@ def test_every_asset_says_what_it_is():
     keys = graph.get_all_asset_keys()
     names = {key.path[-1] for key in keys}
     assert {"corpus", "neuron_records", "top_k_excerpts", "explanations", "scores"} <= names
+    assert {"training_data", "model_solu", "training_summary", "across_models"} <= names
     for key in keys:
         node = graph.get(key)
         assert node.description, key
@@ -38,8 +39,10 @@ def test_every_asset_says_what_it_is():
         found = re.fullmatch(r".+_r(\d+)", key.path[-1])
         expected = f"{key.path[0]}_round_{found[1]}" if found else key.path[0]
         assert node.group_name == expected, key
-        # Every asset has an up_to_date check, which the sensor keeps current.
-        assert dg.AssetCheckKey(key, "up_to_date") in graph.asset_check_keys, key
+        # Every asset of a model's graph has an up_to_date check, which the sensor keeps
+        # current (`autointerp study` plans the study's training the same way).
+        if key.path[0] not in ("study", "comparison"):
+            assert dg.AssetCheckKey(key, "up_to_date") in graph.asset_check_keys, key
 
 
 def test_only_models_that_can_run_are_loaded():
@@ -51,13 +54,16 @@ def test_only_models_that_can_run_are_loaded():
         for key in graph.get_all_asset_keys()
         if key.path[-1] == "neuron_records"
     }
-    assert layers == {"smollm2_135m": 30}
+    # The study's models are declared by its [study] section, and run once trained.
+    study = {f"study_{a}": 4 for a in ("gelu", "relu", "swiglu", "solu")}
+    assert layers == {"smollm2_135m": 30, **study}
+    models = ["smollm2_135m", *study]
     assert {job.name for job in definitions.jobs} == {
-        "smollm2_135m_graph",
-        "smollm2_135m_refresh",
-        "smollm2_135m_maintenance",
-    }
-    assert [sensor.name for sensor in definitions.sensors] == ["smollm2_135m_up_to_date"]
+        f"{model}_{job}" for model in models for job in ("graph", "refresh", "maintenance")
+    } | {"study"}
+    assert sorted(sensor.name for sensor in definitions.sensors) == sorted(
+        f"{model}_up_to_date" for model in models
+    )
 
 
 def test_assets_declare_only_what_they_read():

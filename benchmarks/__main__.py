@@ -1,5 +1,7 @@
 """`python -m benchmarks` (or `make bench`): every benchmark, results printed and saved as JSON
-under benchmarks/results/. Ratios compare against a baseline measured in the same run."""
+under benchmarks/results/. Ratios compare against a baseline measured in the same run.
+`python -m benchmarks NAME ...` runs some, the opt-in ones too (they need a server that
+`make bench` does not install)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from benchmarks import (
     capture,
     interchange,
     lineage,
+    llama_server,
     llm,
     memory,
     refresh,
@@ -35,9 +38,11 @@ BENCHMARKS = {
     "viewer": viewer.main,
     "storage": storage.main,
 }
+# Run only when named: `make bench-llama` installs what they need.
+OPT_IN = {"llama_server": llama_server.main}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or list(BENCHMARKS)
     for name in chosen:
         print(f"== {name}", flush=True)
-        print(json.dumps(BENCHMARKS[name](), indent=2, default=str), flush=True)
+        print(json.dumps((BENCHMARKS | OPT_IN)[name](), indent=2, default=str), flush=True)

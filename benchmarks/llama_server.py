@@ -46,7 +46,10 @@ from autointerp.simulate.simulations import simulate
 from autointerp.testing.llama_server import GGUF_ENV, configured_gguf, llama_server
 from benchmarks.common import corpus, default_settings, save, subject
 
-LAYER, NEURONS, EXCERPTS = 0, 3, 100
+LAYER, NEURONS, EXCERPTS = 0, 1, 100
+# Scored excerpts of each kind (top, random) per split, and the round's texts: a small slice,
+# since a 135M model on two shared cores writes a chat reply in tens of seconds.
+PER_KIND, N_TEXTS, MINE_K = 1, 1, 1
 T = TypeVar("T")
 
 
@@ -102,7 +105,11 @@ def layer_excerpts(neurons: int) -> tuple[pl.DataFrame, SubjectModel, Settings]:
     frame = corpus(settings, model, EXCERPTS)
     records = capture_records(model, frame, [LAYER], settings.records)
     records = records.filter(pl.col("neuron") < neurons)
-    return neuron_excerpts(split_records(records), frame), model, settings
+    excerpts = neuron_excerpts(split_records(records), frame).filter(
+        (pl.col("split") == "train")
+        | (pl.int_range(pl.len()).over("neuron", "split", "kind") < PER_KIND)
+    )
+    return excerpts, model, settings
 
 
 def method_run(
@@ -158,6 +165,8 @@ def main(neurons: int = NEURONS) -> dict:
     result: dict = {
         "subject": f"{settings.model().name}, layer {LAYER}, first {neurons} neurons, "
         f"{EXCERPTS} excerpts",
+        "scored_excerpts_per_neuron": excerpts.filter(pl.col("split") != "train").height / neurons,
+        "round": {"n_texts": N_TEXTS, "mine_k": MINE_K},
         "server": f"llama-cpp-python {gguf.name} --logits_all True --n_ctx 4096",
         "cpus": os.cpu_count(),
     }
@@ -192,7 +201,7 @@ def main(neurons: int = NEURONS) -> dict:
                 explanations,
                 excerpts,
                 model,
-                settings.revisions,
+                replace(settings.revisions, n_texts=N_TEXTS, mine_k=MINE_K),
                 Path(folder) / method,
                 neurons,
             )

@@ -80,4 +80,8 @@ def llama_server(
             yield url
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # busy with a long prompt: it answers no signal
+                server.kill()
+                server.wait()

@@ -45,7 +45,7 @@ def corpus_asset(settings: Settings, model: ModelSpec) -> dg.AssetsDefinition:
     def corpus(
         context: dg.AssetExecutionContext, config: CorpusConfig, subject_models: SubjectModels
     ) -> dg.Output[pl.DataFrame]:
-        subject = subject_models.load(model)
+        subject = subject_models.load(model, through_layer=0)  # its tokenizer
         documents = iter_documents(
             settings.corpus, downloads=settings.downloads, allow_hub=subject_models.allow_hub
         )

@@ -52,10 +52,13 @@ def _description(settings: Settings, model: ModelSpec) -> str:
     )
 
 
+SHARD_PREFIX = "neuron_records_shard_"
+
+
 def shard_names(settings: Settings) -> list[str]:
     """The names of the shard assets (none when the corpus is captured in one pass)."""
     shards = settings.execution.capture_shards
-    return [f"neuron_records_shard_{i}" for i in range(shards)] if shards > 1 else []
+    return [f"{SHARD_PREFIX}{i}" for i in range(shards)] if shards > 1 else []
 
 
 def neuron_records_assets(
@@ -90,7 +93,7 @@ def one_pass_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> dg.Output:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model)
+        subject = subject_models.load(model, through_layer=layers_run[-1])
         context.log.info(
             f"capturing layers {layers_run} of {model.name} over {corpus.height:,} excerpts "
             f"({subject.dtype}, {subject.device}, batch {model.batch_size})"
@@ -102,6 +105,9 @@ def one_pass_asset(
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
         )
+        # Writing the records peaks at several times their size: the model is not held meanwhile.
+        del subject
+        subject_models.release()
         frame = frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))  # which corpus
         return table_output(context, frame, per_partition=records_metadata)
 
@@ -112,7 +118,7 @@ def shard_asset(
     settings: Settings, model: ModelSpec, layers: dg.PartitionsDefinition, shard: Shard
 ) -> dg.AssetsDefinition:
     @dg.asset(
-        key=[model.key_prefix, f"neuron_records_shard_{shard.index}"],
+        key=[model.key_prefix, f"{SHARD_PREFIX}{shard.index}"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -131,7 +137,7 @@ def shard_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> pl.DataFrame:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model)
+        subject = subject_models.load(model, through_layer=layers_run[-1])
         partials = capture_partials(
             subject,
             corpus,
@@ -141,6 +147,8 @@ def shard_asset(
             progress=ProgressLog(context.log.info, f"shard {shard.index}", "excerpts"),
         )
         frame = pl.concat([partial_frame(partial) for partial in partials])
+        del subject
+        subject_models.release()
         context.add_output_metadata({"layers": str(layers_run), "neurons": frame.height})
         return frame.with_columns(corpus_id=pl.lit(corpus["corpus_id"][0]))
 

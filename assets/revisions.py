@@ -207,13 +207,15 @@ def round_assets(
             excerpts,
             explainer,
             simulator,
-            subject_models.load(weights),
+            # Probing runs the model through the layers revised, no further.
+            subject_models.load(weights, through_layer=max(map(int, context.partition_keys))),
             explainer_client=explainer_client,
             simulator_client=simulator_client,
             candidates=candidates,
             spec=spec,
             reviser=reviser,
         )
+        subject_models.release()  # the revision and its write need no model
         revised, revise_calls = revise_round(
             round_number,
             current,

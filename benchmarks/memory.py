@@ -1,62 +1,101 @@
-"""Peak memory of capture as the corpus grows 4x (goal: growth <= 10% beyond the input itself).
+"""Peak memory of `autointerp run` as the excerpts or the layers double, and of the demo, with
+the demo's wall time (goals: the demo under 2.5 GB and 10 minutes on 2 cores; 6 layers over
+1,000 excerpts under 1.5 GB; doubling the excerpts adds at most 10%, doubling the layers no
+more than the records they add).
 
-Each size runs in its own process, so peak RSS is that of one capture: model + corpus + records.
+Each configuration runs in its own process on a fresh AUTOINTERP_HOME (sharing the converted
+model and the downloads), so its peak RSS (`wait4`'s ru_maxrss) is that of one run alone: the
+corpus, the capture and every stage after it.
 """
 
 from __future__ import annotations
 
-import json
-import resource
+import os
+import shlex
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-from benchmarks.common import save
+from benchmarks.common import default_settings, save
 
-LAYERS = [0, 1, 2, 3]
+GB = 2**30
+BASE = ("0-5", 1000)
+CONFIGURATIONS = {
+    "base": BASE,
+    "excerpts_doubled": ("0-5", 2000),
+    "layers_doubled": ("0-11", 1000),
+}
 
 
-def measure(excerpts: int) -> dict:
-    """Run in a child process: capture LAYERS over `excerpts`, report peak RSS and input size."""
-    from autointerp.activations.capture import capture_records, token_matrix
-    from benchmarks.common import corpus, default_settings, subject
+def demo_args() -> list[str]:
+    """The Makefile's DEMO_ARGS: the demo measured is the one `make demo` runs."""
+    makefile = Path(__file__).parents[1] / "Makefile"
+    for line in makefile.read_text().splitlines():
+        if line.startswith("DEMO_ARGS ?="):
+            return shlex.split(line.split("?=", 1)[1])
+    raise ValueError("no DEMO_ARGS in the Makefile")
 
+
+def run(args: list[str]) -> dict:
+    """`autointerp run ARGS` in a child process: peak RSS, wall and CPU seconds."""
     settings = default_settings()
-    model = subject(settings)
-    frame = corpus(settings, model, excerpts)
-    _, tokens = token_matrix(frame)
-    input_bytes = frame.estimated_size() + tokens.nbytes
-    capture_records(model, frame, LAYERS, settings.records)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"excerpts": frame.height, "peak_rss": peak, "input_bytes": input_bytes}
+    with tempfile.TemporaryDirectory(prefix="autointerp-memory-") as home:
+        for shared in ("models", "downloads"):  # converted once, never per configuration
+            (settings.home / shared).mkdir(parents=True, exist_ok=True)
+            os.symlink(settings.home / shared, Path(home) / shared)
+        env = {**os.environ, "AUTOINTERP_HOME": home, "DAGSTER_HOME": f"{home}/dagster"}
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "run", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"autointerp run {' '.join(args)} failed")
+    return {
+        "args": " ".join(args),
+        "peak_rss_gb": usage.ru_maxrss * 1024 / GB,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
 
 
-def main(excerpts: int = 1000) -> dict:
-    runs = []
-    for size in (excerpts, 4 * excerpts):
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory", "--child", str(size)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
-    small, large = runs
-    growth = large["peak_rss"] - small["peak_rss"]
-    input_growth = large["input_bytes"] - small["input_bytes"]
+def records_gb(layers: int, excerpts_kept: int, neurons: int = 1536, tokens: int = 64) -> float:
+    """What a layer's records hold in float32: neurons x kept excerpts x tokens."""
+    return layers * neurons * excerpts_kept * tokens * 4 / GB
+
+
+def main() -> dict:
+    spec = default_settings().records
+    kept = spec.top_k + spec.random_k + spec.reference_k + 4 * spec.quantile_k
+    arguments = {
+        name: ["--layers", layers, "--excerpts", str(excerpts)]
+        for name, (layers, excerpts) in CONFIGURATIONS.items()
+    }
+    runs = {name: run(args) for name, args in arguments.items()}
+    # The demo is measured once more unless it is the base configuration itself.
+    demo = demo_args()
+    runs["demo"] = runs["base"] if demo == arguments["base"] else run(demo)
+    base = runs["base"]["peak_rss_gb"]
     result = {
-        "layers": LAYERS,
-        "small": small,
-        "large": large,
-        "rss_growth_mb": growth / 2**20,
-        "input_growth_mb": input_growth / 2**20,
-        "growth_beyond_input_fraction": (growth - input_growth) / small["peak_rss"],
+        "runs": runs,
+        "excerpts_doubled_ratio": runs["excerpts_doubled"]["peak_rss_gb"] / base,
+        "layers_doubled_ratio": runs["layers_doubled"]["peak_rss_gb"] / base,
+        "layers_doubled_growth_gb": runs["layers_doubled"]["peak_rss_gb"] - base,
+        "records_added_gb": records_gb(6, kept),
+        "demo_peak_rss_gb": runs["demo"]["peak_rss_gb"],
+        "demo_wall_min": runs["demo"]["wall_s"] / 60,
     }
     save("memory", result)
     return result
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(measure(int(sys.argv[2]))))
-    else:
-        print(json.dumps(main(), indent=2))
+    import json
+
+    print(json.dumps(main(), indent=2))

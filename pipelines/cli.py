@@ -227,6 +227,39 @@ def command_compare(args: argparse.Namespace, settings: Settings) -> None:
     print(format_comparison(comparison))
 
 
+def command_estimate(args: argparse.Namespace, settings: Settings) -> None:
+    """The LLM cost of explaining, simulating and revising every layer of a model."""
+    from autointerp.activations.subject_model import load_subject_model
+    from autointerp.estimate import estimate, format_estimate
+
+    if args.rate_limit <= 0 or (args.tokens_per_minute or 1) <= 0:
+        raise InputError("--rate-limit and --tokens-per-minute must be above 0")
+    model = settings.model(args.model)
+    profiles = settings.profiles
+    neurons = args.neurons_per_layer
+    if neurons is None:  # the model says: it is loaded as a run loads it (no hub unless allowed)
+        subject = load_subject_model(
+            model,
+            cache_dir=settings.model_cache,
+            downloads=settings.downloads,
+            allow_hub=settings.allow_hub,
+        )
+        neurons = subject.neurons_per_layer
+    result = estimate(
+        model=model.name,
+        layers=model.num_layers,
+        neurons_per_layer=neurons,
+        excerpt_tokens=settings.corpus.excerpt_tokens,
+        records=settings.records,
+        explainer=profiles.explainer(args.explainer or profiles.active_explainers[0]),
+        simulator=profiles.simulator(args.simulator or profiles.active_simulators[0]),
+        floor_sample=settings.summaries.floor_sample,
+        revisions=settings.revisions,
+        neuron_sample=args.neuron_sample,
+    )
+    print(format_estimate(result, args.rate_limit, args.tokens_per_minute))
+
+
 def command_export_openai(args: argparse.Namespace, settings: Settings) -> None:
     """Records, explanations and scored simulations in OpenAI's published layout."""
     from autointerp.interchange.dataset import model_source
@@ -446,6 +479,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     compare = sub.add_parser("compare", help="explainers side by side on shared neurons")
     compare.add_argument("--model", help="a model declared in autointerp.toml")
     compare.add_argument("--split", default="test", choices=["valid", "test"])
+    cost = sub.add_parser(
+        "estimate", help="LLM calls, tokens, dollars and hours of a run over a whole model"
+    )
+    cost.add_argument("--model", help="a model declared in autointerp.toml")
+    cost.add_argument("--explainer", help="an explainer profile (default: the first active)")
+    cost.add_argument("--simulator", help="a simulator profile (default: the first active)")
+    cost.add_argument(
+        "--neuron-sample",
+        help="'all', 'first:N' or 'random:N:SEED' per layer (default: the explainer's)",
+    )
+    cost.add_argument(
+        "--rate-limit", type=float, default=500.0, help="requests per minute (default: 500)"
+    )
+    cost.add_argument("--tokens-per-minute", type=float, help="a token rate limit too")
+    cost.add_argument(
+        "--neurons-per-layer", type=int, help="instead of loading the model to count them"
+    )
     export = sub.add_parser("export", help="write a model's results in a shareable format")
     formats = export.add_subparsers(dest="format", required=True)
     openai = formats.add_parser(
@@ -500,6 +550,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             command_lineage(args, settings)
         elif args.command == "compare":
             command_compare(args, settings)
+        elif args.command == "estimate":
+            command_estimate(args, settings)
         elif args.command == "export" and args.format == "openai":
             command_export_openai(args, settings)
         elif args.command == "export":

@@ -16,6 +16,8 @@ from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import AutointerpError
 from autointerp.safe_text import printable
 from pipelines.console import quiet_tracebacks
+from pipelines.run_plan import layer_runs
+from resources.subject_models import release as release_subject_models
 
 # Dagster's step events at DEBUG drown the progress lines; the UI keeps them all.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -84,7 +86,21 @@ class Materializer:
         partitions: tuple[str, str] | None = None,
         config: dict | None = None,
     ) -> str:
-        """Materialize `keys` (over one range of layers), print the run id, return it."""
+        """Materialize `keys` (over one range of layers), print each run's id, return the last.
+        In this process the range runs one layer per run but for its one-pass steps, so that
+        memory stays flat in the layers (`pipelines.run_plan`); Dask workers are processes of
+        their own, and there the range is one run."""
+        if partitions is None or self.settings.execution.executor == "dask":
+            return self._run(keys, partitions, config)
+        by_name = {key.path[-1]: key for key in keys}
+        order = [str(layer) for layer in self.model.layers]
+        for names, layers in layer_runs(list(by_name), partitions, order):
+            run_id = self._run([by_name[name] for name in names], layers, config)
+        return run_id
+
+    def _run(
+        self, keys: list[dg.AssetKey], partitions: tuple[str, str] | None, config: dict | None
+    ) -> str:
         if config is None and self.key("corpus") in keys and not self.model.imported:
             # A corpus rebuilt by a refresh keeps the sample size it last had (an imported
             # model's comes with its records and takes no sample size).
@@ -110,6 +126,8 @@ class Materializer:
                     tags=tags,
                     raise_on_error=False,
                 )
+        # The next run may not need the model, nor what this one freed.
+        release_subject_models()
         if not result.success:
             errors = [
                 _root_cause(event.step_failure_data.error)
@@ -122,7 +140,10 @@ class Materializer:
                 "in the UI)"
             )
         names = ", ".join(key.path[-1] for key in keys)
-        where = f" layers {partitions[0]}-{partitions[1]}" if partitions else ""
+        where = ""
+        if partitions:
+            low, high = partitions
+            where = f" layer {low}" if low == high else f" layers {low}-{high}"
         print(f"run {result.run_id}: materialized {names}{where}", file=sys.stderr)
         # Rows that failed (within max_error_fraction) are said, never dropped in silence.
         written = (

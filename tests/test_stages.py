@@ -512,6 +512,9 @@ def test_llm_simulations_with_chat_logprobs(excerpts, tmp_path):
         want = [6.0 if t == word else 0.75 for t in tokens[row["excerpt_id"]]]
         assert row["expected_activations"] == pytest.approx(want, rel=1e-5)
         assert row["call_ids"] and len(row["true_activations"]) == LENGTH
+    # Each reply was read as it arrived; the calls kept for the audit hold no top logprobs.
+    assert all(logprobs is None for call in calls for logprobs in call.logprobs)
+    assert all(call.logprobs for call in calls if call.ok)  # one entry per choice, emptied
     scores = score(frame, calibrate=True)
     for neuron in range(len(TRIGGERS)):
         assert headline(scores, neuron) > 0.8

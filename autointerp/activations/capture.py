@@ -10,7 +10,8 @@ in training; those positions are read by no record and no score.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -22,6 +23,10 @@ from autointerp.activations.partial_records import PartialRecords, records_frame
 from autointerp.activations.subject_model import SubjectModel
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
+
+# Layers whose records update while the model computes the next ones: each holds one batch of
+# that layer's activations.
+IN_FLIGHT = 2
 
 
 class _StopForward(Exception):
@@ -109,9 +114,10 @@ def capture_partials(
     *,
     shard: Shard | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> list[PartialRecords]:
+) -> Iterator[PartialRecords]:
     """Per layer, the partial records of one pass over `shard` of `corpus` (all of it when no
-    shard is given): `merge_partials` of every shard's equals the one-pass partial."""
+    shard is given): `merge_partials` of every shard's equals the one-pass partial. The pass runs
+    at once; the partials are handed out one layer at a time."""
     layers = subject.check_layers(layers)
     excerpt_ids, tokens = token_matrix(corpus)
     specials = len(subject.special_prefix) + len(subject.special_suffix)
@@ -138,31 +144,34 @@ def capture_partials(
         )
         for layer in layers
     }
-    captured: dict[int, torch.Tensor] = {}
+    rows = plan.order[:0]  # the corpus rows of the batch in the model
+    in_flight: deque[Future] = deque()
     done = 0
 
-    def update(batch: dict[int, torch.Tensor], rows: np.ndarray) -> None:
+    def update(layer: int, acts: torch.Tensor, rows: np.ndarray) -> None:
         ids = torch.from_numpy(excerpt_ids[rows])
-        for layer in layers:
-            records[layer].update(batch[layer].cpu(), rows, ids, tokens[rows])
+        records[layer].update(acts.cpu(), rows, ids, tokens[rows])
 
-    # The records of batch i are updated on a worker thread while batch i+1 runs through the
-    # model: torch releases the GIL, and the forward pass leaves the cores partly idle.
+    def on_layer(layer: int, acts: torch.Tensor) -> None:
+        # A layer's records are updated on a worker thread as soon as its activations exist,
+        # while the model computes the next layers (torch releases the GIL). Updates run in
+        # order, and at most IN_FLIGHT layers' activations are held: memory stays one batch of
+        # a few layers, however many layers a pass serves.
+        while len(in_flight) >= IN_FLIGHT:
+            in_flight.popleft().result()
+        in_flight.append(worker.submit(update, layer, acts, rows))
+
     with (
-        ActivationHooks(subject, layers, captured.__setitem__) as hooks,
+        ActivationHooks(subject, layers, on_layer) as hooks,
         ThreadPoolExecutor(max_workers=1) as worker,
     ):
-        pending: Future | None = None
         for rows in plan.batches(subject.spec.batch_size):
             hooks.run(torch.from_numpy(tokens[rows]))
-            batch = dict(captured)
-            captured.clear()
-            if pending is not None:
-                pending.result()  # one batch in flight: memory stays bounded
-            pending = worker.submit(update, batch, rows)
             done += len(rows)
             if progress:
                 progress(done, len(plan.order))
-        if pending is not None:
-            pending.result()
-    return [records[layer].partial() for layer in layers]
+        while in_flight:
+            in_flight.popleft().result()
+    # Each layer's accumulators are let go as soon as the caller has taken its partial: the peak
+    # is the rows kept, not the rows and every accumulator besides.
+    return (records.pop(layer).partial() for layer in layers)

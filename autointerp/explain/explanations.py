@@ -59,7 +59,7 @@ def _row(
     }
 
 
-def _request(
+def explanation_request(
     profile: ExplainerProfile, records: list[ActivationRecord], ranked_tokens: Sequence[str]
 ) -> ExplanationRequest:
     if profile.prompt == TOKEN_LIST_PROMPT_VERSION:
@@ -125,7 +125,7 @@ def explain(
             if neuron not in train:
                 raise InputError("no train top excerpts")
             tokens = (ranked_tokens or {}).get(neuron, ())
-            prompts.append((neuron, _request(profile, train[neuron], tokens)))
+            prompts.append((neuron, explanation_request(profile, train[neuron], tokens)))
         except InputError as err:
             rows += [_row(neuron, explainer, s, error=str(err)) for s in range(profile.n)]
             tick()

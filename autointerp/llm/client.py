@@ -207,12 +207,16 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        keep_logprobs: bool = True,
         label: str | None = None,
     ) -> list[CallResult]:
         """Run requests concurrently (within the endpoint's bound); results in request order.
 
         `progress` shows a tqdm bar with calls, cache hits, errors and spend; `on_result(index,
         result)` is called as each finishes; `label` names the batch in the client's reports.
+        With `keep_logprobs=False` the results returned hold no logprobs: a caller that reads
+        them in `on_result` as each result arrives keeps memory to what its tables need (every
+        token's top logprobs dwarf the rest of a call).
         """
         requests = list(requests)
         results: list[CallResult | None] = [None] * len(requests)
@@ -232,7 +236,6 @@ class LLMClient:
             # Workers draw from one iterator, so a batch of millions holds only a few tasks.
             for index, request in todo:
                 result = await self.request(request)
-                results[index] = result
                 tally["cached"] += result.cached
                 tally["errors"] += not result.ok
                 tally["usd"] += result.cost_usd or 0.0
@@ -245,6 +248,9 @@ class LLMClient:
                     report(finished, len(requests))
                 if on_result is not None:
                     on_result(index, result)
+                if not keep_logprobs:
+                    result = replace(result, logprobs=[None] * len(result.logprobs))
+                results[index] = result
 
         try:
             with report:
@@ -275,6 +281,7 @@ class LLMClient:
         *,
         progress: bool = False,
         on_result: Callable[[int, CallResult], None] | None = None,
+        keep_logprobs: bool = True,
         label: str | None = None,
     ) -> list[CallResult]:
         """`gather` from synchronous code: results in request order, failures as error results."""
@@ -282,7 +289,11 @@ class LLMClient:
         async def batch() -> list[CallResult]:
             try:
                 return await self.gather(
-                    requests, progress=progress, on_result=on_result, label=label
+                    requests,
+                    progress=progress,
+                    on_result=on_result,
+                    keep_logprobs=keep_logprobs,
+                    label=label,
                 )
             finally:
                 await self.aclose()

@@ -244,6 +244,16 @@ class LeakageError(InputError):
 def check_not_held_out(rows: Sequence[dict], excluded: pl.DataFrame) -> None:
     """Refuse counterexamples that are one of their neuron's held-out (scored) excerpts, by id
     or by text: checked on the result, independently of how the candidates were filtered."""
+    if not rows:
+        return
+    # Only the neurons with counterexamples: a layer's held-out tokens as Python tuples would
+    # cost hundreds of MB.
+    neurons = pl.DataFrame(
+        [(row["layer"], row["neuron"]) for row in rows],
+        schema={"layer": excluded.schema["layer"], "neuron": excluded.schema["neuron"]},
+        orient="row",
+    ).unique()
+    excluded = excluded.join(neurons, on=["layer", "neuron"], how="semi")
     held_ids: dict[tuple[int, int], set[int]] = {}
     held_texts: dict[tuple[int, int], set[tuple[str, ...]]] = {}
     for layer, neuron, excerpt_id, tokens in excluded.select(

@@ -153,13 +153,16 @@ def simulate(
         raise InputError(f"simulator {profile.name!r} calls an LLM: it needs a client")
     client.check_serves(profile.model, profile.base_url)
     requests = [
-        _request(profile.method, explanation, excerpt, profile.few_shot)
+        simulation_request(profile.method, explanation, excerpt, profile.few_shot)
         for explanation, excerpt in zip(explanation_texts, tokens, strict=True)
     ]
+    outcomes: list[Outcome | None] = [None] * total
     done = 0
 
-    def tick(_: int, __: CallResult) -> None:
+    def read(index: int, result: CallResult) -> None:
+        """Each reply is read as it arrives; its logprobs are then let go (see run_all)."""
         nonlocal done
+        outcomes[index] = _outcome(requests[index], result, profile.max_missing_share)
         done += 1
         if progress is not None:
             progress(done, total)
@@ -168,11 +171,12 @@ def simulate(
     if progress is not None:
         progress(0, total)  # starts the clock: a stage waiting on its first call reports so
     probe(client, llm_requests, needs=_NEEDS.get(profile.method))
-    results = client.run_all(llm_requests, on_result=tick, label=f"simulations by {profile.name}")
-    outcomes = [
-        _outcome(request, result, profile.max_missing_share)
-        for request, result in zip(requests, results, strict=True)
-    ]
+    results = client.run_all(
+        llm_requests,
+        on_result=read,
+        keep_logprobs=False,
+        label=f"simulations by {profile.name}",
+    )
     return _frame(pairs, profile, outcomes, [[r.call_id] for r in results]), results
 
 
@@ -211,7 +215,7 @@ def _outcome(request: SimulationRequest, result: CallResult, max_missing: float)
     return outcome
 
 
-def _request(
+def simulation_request(
     method: str, explanation: str, tokens: Sequence[str], few_shot: str
 ) -> SimulationRequest:
     if method == ALL_AT_ONCE:

@@ -1,9 +1,10 @@
 """Content hashes of the frames the stages write, and the data version a write gets from them.
 
-A partition's content hash is the sha256 of its rows in Arrow's IPC format, in a canonical layout
-(one chunk, plain strings and lists, rows in the order of their plain columns), leaving out the
-columns that record how a row was made rather than what it holds: run ids, code versions, the
-versions of the tables read, and the timing and accounting of LLM calls. So a rerun that computes
+A partition's content hash is the sha256 of its schema and rows in Arrow's IPC format, in a
+canonical layout (batches of HASH_CHUNK_ROWS rows, plain strings and lists, rows in the order of
+their plain columns), leaving out the columns that record how a row was made rather than what it
+holds: run ids, code versions, the versions of the tables read, and the timing and accounting of
+LLM calls. So a rerun that computes
 the same rows gets the same hash, however the step ran.
 
 The orchestrator records one data version per write, shared by every partition the write
@@ -21,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
-import pyarrow as pa
 
 from autointerp.storage.hashing import digest
 
@@ -30,6 +30,7 @@ PROVENANCE_COLUMNS = frozenset(
     {"dagster_run_id", "code_version", "latency_s", "attempts", "cached", "cost_usd", "status"}
 )
 VERSION_LENGTH = 16
+HASH_CHUNK_ROWS = 4096
 
 
 def is_provenance(column: str) -> bool:
@@ -41,13 +42,19 @@ def frame_hash(frame: pl.DataFrame) -> str:
     """sha256 of the frame's content (see the module's docstring)."""
     content = frame.select([c for c in frame.columns if not is_provenance(c)])
     plain = [c for c, dtype in content.schema.items() if not dtype.is_nested()]
+    # Only the row order is sorted, and rows are serialized a chunk at a time: hashing holds a
+    # chunk, not copies of a frame that may be a layer of per-token lists.
+    order = pl.int_range(pl.len(), dtype=pl.UInt32)
     if plain:
-        content = content.sort(plain, nulls_last=True, maintain_order=True)
-    table = content.rechunk().to_arrow(compat_level=pl.CompatLevel.oldest())
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+        order = order.sort_by(plain, nulls_last=True, maintain_order=True)
+    rows = content.select(order).to_series()
+    compat = pl.CompatLevel.oldest()
+    sha = hashlib.sha256(content.clear().to_arrow(compat_level=compat).schema.serialize())
+    for start in range(0, content.height, HASH_CHUNK_ROWS):
+        chunk = content[rows.slice(start, HASH_CHUNK_ROWS)].rechunk()
+        for batch in chunk.to_arrow(compat_level=compat).to_batches():
+            sha.update(batch.serialize())
+    return sha.hexdigest()
 
 
 def partition_hashes(
@@ -57,11 +64,11 @@ def partition_hashes(
     the hash of no rows), or of the whole frame by None when there is no partition column."""
     if column is None:
         return {None: frame_hash(frame)}
-    parts = {
-        str(key): part
-        for (key,), part in frame.partition_by(column, as_dict=True, maintain_order=True).items()
+    keys = frame[column].cast(pl.String)
+    # One partition at a time; a frame of one partition (a run of one layer) is not copied.
+    return {
+        p: frame_hash(frame if keys.eq(p).all() else frame.filter(keys.eq(p))) for p in partitions
     }
-    return {p: frame_hash(parts.get(p, frame.clear())) for p in partitions}
 
 
 @dataclass(frozen=True)

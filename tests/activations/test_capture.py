@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 import torch
 
+from autointerp.activations import capture
 from autointerp.activations.capture import capture_records
 from autointerp.activations.subject_model import load_subject_model
 from autointerp.config.settings import RecordsSpec
@@ -130,3 +131,36 @@ def test_no_neuron_is_scored_on_an_excerpt_it_was_explained_with(tmp_path, tiny_
     assert (per_neuron["rows"] == per_neuron["distinct"]).all()
     scored = splits.filter(pl.col("split") != "train").group_by("layer", "neuron", "split")
     assert (scored.agg(pl.col("excerpt_id").is_duplicated().any())["excerpt_id"] == False).all()  # noqa: E712
+
+
+def test_capture_holds_a_few_layers_of_one_batch_whatever_the_layers(tmp_path, monkeypatch):
+    """Memory flat in the layers: the activations handed to the records' updates and not yet
+    consumed never exceed IN_FLIGHT layers of one batch (+1 for the one the model just handed
+    over), however many layers the pass serves; the old design held every layer of two
+    batches."""
+    path = make_tiny_model(tmp_path, "llama", num_layers=6)
+    subject = load_subject_model(
+        tiny_spec(path, num_layers=6),
+        cache_dir=tmp_path / "c",
+        downloads=tmp_path / "d",
+        allow_hub=False,
+    )
+    held: list[int] = []
+    peak = [0]
+
+    class Counting(capture.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            size = sum(a.numel() for a in args if isinstance(a, torch.Tensor))
+            held.append(size)
+            peak[0] = max(peak[0], sum(held))
+            future = super().submit(fn, *args, **kwargs)
+            future.add_done_callback(lambda _: held.remove(size))
+            return future
+
+    monkeypatch.setattr(capture, "ThreadPoolExecutor", Counting)
+    batch, length = subject.spec.batch_size, 8
+    corpus = corpus_frame(4 * batch, length, len(subject.tokenizer))
+    records = capture_records(subject, corpus, list(range(6)), SPEC)
+    assert records.height == 6 * subject.neurons_per_layer
+    one_layer = batch * length * subject.neurons_per_layer
+    assert 0 < peak[0] <= (capture.IN_FLIGHT + 1) * one_layer < 6 * one_layer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging.handlers
 import socket
 import subprocess
 import zipfile
@@ -14,6 +15,7 @@ import transformers
 from safetensors.torch import load_file
 
 from autointerp.activations import subject_model
+from autointerp.activations.capture import ActivationHooks
 from autointerp.activations.subject_model import (
     NEURON_PATHS,
     SubjectModel,
@@ -92,6 +94,48 @@ def test_neuron_module_is_the_mlp_output_projection(
         subject.model(**batch)
     hook.remove()
     assert seen == [torch.Size([2, batch["input_ids"].shape[1], INTERMEDIATE])]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_model_built_through_a_layer_gives_that_layers_activations(
+    architecture: str, tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = tiny_spec(tiny_folders[architecture])
+    full = load(spec, tmp_path)
+    reported = logging.handlers.BufferingHandler(capacity=1000)
+    logging.getLogger("transformers").addHandler(reported)
+    try:
+        shallow = load_subject_model(
+            spec,
+            cache_dir=tmp_path / "models",
+            downloads=tmp_path / "downloads",
+            allow_hub=False,
+            through_layer=0,
+        )
+    finally:
+        logging.getLogger("transformers").removeHandler(reported)
+    assert shallow.num_layers == 1 and full.num_layers == 2
+    # The blocks left out are left out on purpose: no report of their weights as unexpected.
+    assert not [r for r in reported.buffer if "UNEXPECTED" in r.getMessage()]
+    assert sum(p.numel() for p in shallow.model.parameters()) < sum(
+        p.numel() for p in full.model.parameters()
+    )
+    tokens = torch.tensor([[5, 9, 3, 7, 2, 11]])
+    seen = {}
+    for name, subject in (("full", full), ("shallow", shallow)):
+        with ActivationHooks(
+            subject, [0], lambda _layer, acts, n=name: seen.__setitem__(n, acts)
+        ) as hooks:
+            hooks.run(tokens)
+    torch.testing.assert_close(seen["shallow"], seen["full"])
+    with pytest.raises(InputError, match="out of range"):
+        load_subject_model(
+            spec,
+            cache_dir=tmp_path / "models",
+            downloads=tmp_path / "downloads",
+            allow_hub=False,
+            through_layer=2,
+        )
 
 
 def test_context_length_is_capped_by_the_model(
@@ -205,7 +249,11 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_resolve_dtype(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # On the CPU: bfloat16 where it computes it natively, else float32 (emulated bf16 is slow).
+    monkeypatch.setattr(subject_model, "cpu_computes_bfloat16", lambda: True)
     assert resolve_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(subject_model, "cpu_computes_bfloat16", lambda: False)
+    assert resolve_dtype("auto", cpu) == torch.float32
     # On a GPU: bfloat16 where it is supported, else float32; never float16 (Gemma overflows).
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert resolve_dtype("auto", cuda) == torch.bfloat16
@@ -217,10 +265,13 @@ def test_resolve_dtype(monkeypatch) -> None:
         resolve_dtype("float64", cpu)
 
 
-def test_auto_dtype_loads_bfloat16_on_cpu(tiny_folders: dict[str, Path], tmp_path: Path) -> None:
+def test_auto_dtype_loads_what_the_cpu_computes_fastest(
+    tiny_folders: dict[str, Path], tmp_path: Path
+) -> None:
     subject = load(tiny_spec(tiny_folders["llama"], dtype="auto", device="auto"), tmp_path)
     if subject.device.type == "cpu":
-        assert subject.dtype == subject.model.dtype == torch.bfloat16
+        fastest = torch.bfloat16 if subject_model.cpu_computes_bfloat16() else torch.float32
+        assert subject.dtype == subject.model.dtype == fastest
 
 
 def test_tiny_models_are_deterministic(tmp_path: Path) -> None:

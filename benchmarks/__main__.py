@@ -1,6 +1,6 @@
-"""`python -m benchmarks` (or `make bench`): every benchmark but the study's, results printed and
-saved as JSON under benchmarks/results/; `python -m benchmarks NAME …` runs those named. Ratios
-compare against a baseline measured in the same run."""
+"""`python -m benchmarks` (or `make bench`): every benchmark but those run by name only, results
+printed and saved as JSON under benchmarks/results/; `python -m benchmarks NAME …` runs those
+named. Ratios compare against a baseline measured in the same run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from benchmarks import (
     capture,
     interchange,
     lineage,
+    llama_server,
     llm,
     memory,
     refresh,
@@ -33,13 +34,15 @@ BENCHMARKS = {
     "revisions": revisions.main,
     "scale": scale.main,
     "study": study.main,
+    "llama_server": llama_server.main,
     "interchange": interchange.main,
     "simulator_methods": simulator_methods.main,
     "viewer": viewer.main,
     "storage": storage.main,
 }
-# Run by name only: it trains the study's models from scratch (tens of minutes on 2 cores).
-BY_NAME_ONLY = {"study"}
+# Run by name only: the study trains its models from scratch (tens of minutes on 2 cores), and
+# `llama_server` needs the server `make bench-llama` installs.
+BY_NAME_ONLY = {"study", "llama_server"}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or [name for name in BENCHMARKS if name not in BY_NAME_ONLY]

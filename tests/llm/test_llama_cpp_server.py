@@ -1,5 +1,5 @@
-"""The reference simulator against a real llama-cpp-python server on loopback (opt-in:
-`make test-llama` installs the server and points AUTOINTERP_TEST_GGUF at the SmolLM2 GGUF).
+"""The LLM stages against a real llama-cpp-python server on loopback (opt-in: `make test-llama`
+installs the server and points AUTOINTERP_TEST_GGUF at the SmolLM2 GGUF).
 
 Skipped, with the reason, where the server package or the GGUF is missing: the recorded vLLM and
 llama.cpp replies of tests/simulate keep the parser honest without one.
@@ -8,16 +8,16 @@ llama.cpp replies of tests/simulate keep the parser honest without one.
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from autointerp.config.settings import PROJECT_ROOT
 from autointerp.llm.client import LLMClient
 from autointerp.llm.endpoint import Endpoint
 from autointerp.llm.probe import ServerUnsuitable, probe
@@ -27,50 +27,26 @@ from autointerp.simulate.simulator_prompt import (
     build_all_at_once_request,
     build_chat_request,
 )
+from autointerp.storage.delta import read_table
+from autointerp.testing.llama_server import configured_gguf, llama_server
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.llama_server
-GGUF = os.environ.get("AUTOINTERP_TEST_GGUF", "")
-START_S = 180  # loading a model and warming up, on a slow machine
 TOKENS = [" The", " cat", " sat", " on", " the", " mat", "."]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(*flags: str) -> Iterator[str]:
+def _gguf() -> Path:
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
-    if not Path(GGUF).is_file():
+    gguf = configured_gguf()
+    if gguf is None:
         pytest.skip("set AUTOINTERP_TEST_GGUF to a GGUF model file (make test-llama does)")
-    port = _free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--n_ctx", "4096", *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the llama.cpp server did not start: {command}")
-                time.sleep(1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    return gguf
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    yield from _serve("--logits_all", "True")
+    with llama_server(_gguf(), "--logits_all", "True") as url:
+        yield url
 
 
 def client(url: str) -> LLMClient:
@@ -100,12 +76,92 @@ def test_chat_logprobs_from_a_real_server(server):
     assert len(simulation.missing) < len(TOKENS)
 
 
-def test_a_server_without_logits_all_is_refused_naming_it():
+def test_a_server_without_logits_all_is_refused_in_one_line_naming_it():
+    # The server's own default is logits_all on: switched off, it cannot return logprobs.
     request = build_all_at_once_request("the word cat", TOKENS, few_shot="default")
-    for url in _serve():
-        with client(url) as llm, pytest.raises(ServerUnsuitable, match="--logits_all True"):
-            probe(
-                llm,
-                [LLMRequest.completion(request.prompt, **request.params)],
-                needs="prompt_logprobs",
-            )
+    with (
+        llama_server(_gguf(), "--logits_all", "False") as url,
+        client(url) as llm,
+        pytest.raises(ServerUnsuitable, match="--logits_all True") as refused,
+    ):
+        probe(
+            llm, [LLMRequest.completion(request.prompt, **request.params)], needs="prompt_logprobs"
+        )
+    assert "\n" not in str(refused.value)
+
+
+def _profiles(url: str) -> str:
+    """One explainer and both logprob simulators on the server, as a user writes them; every
+    row kept whatever the small model answers (its quality is not under test)."""
+    local = f'model = "local"\nbase_url = "{url}"\nmax_concurrency = 1\ntimeout_s = 300.0'
+    return f"""
+[pipeline]
+explainers = ["local"]
+simulators = ["local-chat", "local-echo"]
+max_error_fraction = 1.0
+
+[explainers.local]
+kind = "llm"
+{local}
+n = 1
+max_tokens = 60
+max_prompt_tokens = 3000
+neuron_sample = "first:1"
+
+[simulators.local-chat]
+kind = "llm"
+method = "chat_logprobs"
+{local}
+
+[simulators.local-echo]
+kind = "llm"
+method = "all_at_once"
+{local}
+
+[summaries]
+floor_sample = "first:1"
+
+[revisions]
+rounds = 1
+simulator = "local-echo"
+neuron_sample = "first:1"
+n_texts = 2
+"""
+
+
+def test_explain_simulate_and_a_revision_round_through_the_cli(server, tiny_env, tiny_model_dir):
+    config = write_config(
+        tiny_env / "autointerp.toml", tiny_model_dir, tiny_env / "corpus", extra=_profiles(server)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--layers", "0", "--excerpts", "40"],
+        cwd=PROJECT_ROOT,
+        env=os.environ | {"AUTOINTERP_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    delta = tiny_env / "home/delta/tiny"
+    [explanation] = read_table(str(delta / "explanations")).filter(pl.col("explainer") == "local")[
+        "explanation"
+    ]
+    assert explanation
+    simulations = read_table(str(delta / "simulations"))
+    for simulator, method in (("local-chat", "chat_logprobs"), ("local-echo", "all_at_once")):
+        rows = simulations.filter(pl.col("simulator") == simulator)
+        assert rows.height and set(rows["method"]) <= {method, "plain_text"}
+        assert rows["error"].is_null().any(), rows["error"].drop_nulls()[0]
+    # Every paid call is on record, each step of the round included.
+    assert read_table(str(delta / "explainer_calls"))["status"].to_list() == ["ok"]
+    assert read_table(str(delta / "simulator_calls")).height >= simulations.height
+    round_calls = read_table(str(delta / "revision_calls_r1"))
+    assert set(round_calls["stage"]) == {"counterexamples", "revise"}
+    # Each step of the round reports its calls as it goes.
+    for step in (
+        "round 1: counterexample texts",
+        "simulations by local-echo",
+        "round 1: revisions",
+    ):
+        assert re.search(rf"{re.escape(step)} \(local at [^)]+\): (\d+)/\1 calls \(100%\)", out)

@@ -46,6 +46,9 @@ BY_NAME_ONLY = {"study", "llama_server"}
 
 if __name__ == "__main__":
     chosen = sys.argv[1:] or [name for name in BENCHMARKS if name not in BY_NAME_ONLY]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}; choose from: {', '.join(BENCHMARKS)}")
     for name in chosen:
         print(f"== {name}", flush=True)
         print(json.dumps(BENCHMARKS[name](), indent=2, default=str), flush=True)

@@ -109,12 +109,12 @@ def records_only() -> None:
     """(In a subprocess.) Materialize corpus and neuron_records of every layer."""
     from assets.neuron_records import shard_names
     from autointerp.config.settings import load_settings
-    from pipelines.cli import Materializer, _environment
+    from pipelines.cli import _environment, materializer
 
     settings = load_settings()
     _environment(settings)
     model = settings.model()
-    materialize = Materializer(settings, model)
+    materialize = materializer(settings, model, "benchmark")
     materialize([materialize.key("corpus")], config=materialize.corpus_config(SHARD_EXCERPTS))
     names = [*shard_names(settings), "neuron_records"]
     last = str(model.num_layers - 1)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock
 
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import AutointerpError
@@ -83,7 +84,7 @@ class Materializer:
             definitions = build_definitions(settings, models=[model])
             self.job = definitions.resolve_job_def(graph_job_name(model))
         self.assets = [a for a in definitions.assets if isinstance(a, dg.AssetsDefinition)]
-        self.instance = instance or dg.DagsterInstance.get()
+        self.instance = instance or shared_instance()
         self.extra_tags = dict(tags or {})
         self.log_home = log_home
 
@@ -187,6 +188,18 @@ class Materializer:
             return None
         value = event.asset_materialization.metadata.get("max_excerpts")
         return value.value if value is not None and isinstance(value.value, int) else None
+
+
+def shared_instance() -> dg.DagsterInstance:
+    """DAGSTER_HOME's instance. Processes opening it for the first time at once (two runs started
+    together on a fresh home) would each create its SQLite tables, and all but one would fail:
+    the first to take the lock creates them."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.get()  # Dagster's own error, or its ephemeral instance
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(home) / ".instance.lock")):
+        return dg.DagsterInstance.get()
 
 
 def failed_rows(errors: dict[str, int], where: str = "") -> list[str]:

@@ -1,10 +1,14 @@
 """The IO manager that stores every asset as a Delta table (see autointerp.storage.delta).
 
 Each asset is the table `root_uri/<asset key path>`. A partitioned asset names its partition
-column in its definition metadata (`partition_column`, default "layer"); the step's partitions are
-written in one commit that replaces exactly them, so a single-run backfill over several layers is
-one Delta version and never deletes another layer. An input reads only the partitions the step
-needs; an unpartitioned downstream of a partitioned asset reads all of them.
+column in its definition metadata (`partition_column`, default "layer"); each of the step's
+partitions is written in a commit of its own that replaces exactly it, so a single-run backfill
+over several layers never deletes another layer. One commit per layer keeps the write's memory to
+one layer's (delta-rs buffers a multi-partition write at about 2.5 times its frame); a step that
+dies between its commits leaves each layer either whole and new or as it was, and records no
+materialization, so its rerun writes them all again. Each layer's materialization names its own
+commit (`delta_version`). An input reads only the partitions the step needs; an unpartitioned
+downstream of a partitioned asset reads all of them.
 
 Concurrent runs: a partition write that loses a commit race is re-applied on the table as it is
 then (`delta.write_partitions`). An unpartitioned view (score_summary, compare) is computed from
@@ -84,20 +88,30 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         if view:
             self._retry_if_inputs_moved(context)
         code_version = context.asset_spec.code_version
-        version = delta.write_partitions(
-            uri,
-            obj,
-            partition_column=column,
-            partitions=partitions,
-            replace_within=_replace_within(context.definition_metadata),
-            row_group_rows=_row_group_rows(context.definition_metadata),
-            commit_metadata={
-                "dagster_run_id": context.run_id,
-                "dagster_asset_key": context.asset_key.to_user_string(),
-                **({"dagster_code_version": code_version} if code_version else {}),
-            },
-            storage_options=self.storage_options,
-        )
+        commit_metadata = {
+            "dagster_run_id": context.run_id,
+            "dagster_asset_key": context.asset_key.to_user_string(),
+            **({"dagster_code_version": code_version} if code_version else {}),
+        }
+
+        options = {
+            "replace_within": _replace_within(context.definition_metadata),
+            "row_group_rows": _row_group_rows(context.definition_metadata),
+            "commit_metadata": commit_metadata,
+            "storage_options": self.storage_options,
+        }
+        if context.has_asset_partitions and len(partitions) > 1:
+            versions = delta.write_each_partition(
+                uri, obj, partition_column=column, partitions=partitions, **options
+            )
+            for partition, version in zip(partitions, versions, strict=True):
+                context.step_context.add_asset_metadata(
+                    {"delta_version": version}, context.asset_key, partition
+                )
+        else:
+            version = delta.write_partitions(
+                uri, obj, partition_column=column, partitions=partitions, **options
+            )
         if view:  # moved while this write committed: the next attempt writes a newer view
             self._retry_if_inputs_moved(context)
         _versions_written[(context.run_id, context.asset_key)] = version
@@ -105,7 +119,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         # come from the asset (assets/common.py `table_output`), per partition.
         context.add_output_metadata(
             {
-                "delta_version": version,
+                "delta_version": version,  # a layer's own commit, when it wrote several
                 "dagster/row_count": obj.height,
                 **_table_metadata(obj, uri),
                 # A keyed table: the key written, which its readers read.

@@ -100,6 +100,31 @@ def write_partitions(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def write_each_partition(
+    uri: str,
+    frame: pl.DataFrame,
+    *,
+    partition_column: str,
+    partitions: Sequence[PartitionValue],
+    **options: Any,
+) -> list[int]:
+    """`write_partitions` of each of `partitions` in a commit of its own, in the order given;
+    the versions created. delta-rs buffers a write at about 2.5 times its frame, so writing one
+    partition at a time bounds a write of many layers by one layer's memory. Rows of a partition
+    not listed are refused before anything is written."""
+    values = _checked_partitions(uri, frame, partition_column, partitions)
+    return [
+        write_partitions(
+            uri,
+            frame.filter(pl.col(partition_column) == value),
+            partition_column=partition_column,
+            partitions=[value],
+            **options,
+        )
+        for value in values
+    ]
+
+
 def _conflict(error: Exception) -> bool:
     """Whether a failed commit lost a race with another writer (worth re-reading and trying)."""
     if isinstance(error, CommitFailedError):

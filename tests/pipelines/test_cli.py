@@ -41,13 +41,13 @@ def test_run_materializes_into_the_shared_instance(tiny_env, capsys, monkeypatch
     home = tiny_env / "home"
     records = read_table(str(home / "delta/tiny/neuron_records"))
     assert sorted(records["layer"].unique()) == [0, 1] and records.height == 2 * 64
-    # Both layers came from one run, in one commit (one forward pass served both).
+    # Both layers came from one run (one forward pass served both), a commit per layer.
     writes = [
         c
         for c in commit_history(str(home / "delta/tiny/neuron_records"))
         if c.get("operation") != "CREATE TABLE"
     ]
-    assert len(writes) == 1
+    assert len(writes) == 2 and len({c["dagster_run_id"] for c in writes}) == 1
     corpus = read_table(str(home / "delta/tiny/corpus"))
     assert corpus.height == 60 and corpus["token_ids"].list.len().unique().to_list() == [16]
     splits = read_table(str(home / "delta/tiny/top_k_excerpts"))

@@ -12,7 +12,13 @@ from dagster_deltalake import LocalConfig
 from dagster_deltalake_polars import DeltaLakePolarsIOManager
 
 from autointerp.errors import InputError
-from autointerp.storage.delta import commit_history, read_table, table_version, write_partitions
+from autointerp.storage.delta import (
+    commit_history,
+    read_table,
+    replaced_rows,
+    table_version,
+    write_partitions,
+)
 from resources.delta_io import DeltaIOManager
 
 LAYERS = dg.StaticPartitionsDefinition(["0", "1", "2"])
@@ -123,18 +129,22 @@ def test_ready_made_io_manager_loses_layer_0_when_writing_integer_layer_1(ready_
 # (b) A single-run backfill hands one step several partitions.
 
 
-def test_single_run_backfill_writes_its_layers_in_one_commit_and_keeps_the_others(own, tmp_path):
+def test_single_run_backfill_commits_each_layer_and_keeps_the_others(own, tmp_path):
     run(own, "records", "2")
     layer_2 = file_hashes(tmp_path / "records" / "layer=2")
     result = run(own, "records", tags=BACKFILL_0_TO_1)
     uri = str(tmp_path / "records")
-    assert table_version(uri) == 1  # one commit for both layers
+    assert table_version(uri) == 2  # one commit per layer, in layer order
+    replaced = [replaced_rows(commit) for commit in commit_history(uri)[:2]]
+    assert replaced == [{"layer": ["1"]}, {"layer": ["0"]}]  # newest first
     assert file_hashes(tmp_path / "records" / "layer=2") == layer_2
     assert layer_counts(uri) == [(0, 2), (1, 3), (2, 4)]
     materializations = result.asset_materializations_for_node("records")
-    assert sorted(m.partition for m in materializations) == ["0", "1"]
-    # Both layers' materializations name the one commit that wrote them.
-    assert {m.metadata["delta_version"].value for m in materializations} == {1}
+    # Each layer's materialization names the commit that wrote it.
+    assert {m.partition: m.metadata["delta_version"].value for m in materializations} == {
+        "0": 1,
+        "1": 2,
+    }
 
 
 def test_ready_made_io_manager_deletes_another_layer_in_a_single_run_backfill(ready_made, tmp_path):
@@ -176,7 +186,7 @@ def test_partitioned_downstream_reads_only_its_layer_and_records_the_version(own
         for event in result.all_events
         if event.event_type == dg.DagsterEventType.LOADED_INPUT
     ]
-    assert loaded[0]["delta_version"].value == 0
+    assert loaded[0]["delta_version"].value == 1  # the backfill committed layers 0, 1
 
 
 # Lineage recorded with every write.
@@ -230,10 +240,10 @@ def failing_records(crash: bool) -> dg.AssetsDefinition:
 def test_a_failed_step_leaves_the_table_at_its_previous_version(own, tmp_path, crash, error, match):
     run(own, "records", tags=BACKFILL_0_TO_1)
     uri = str(tmp_path / "records")
-    before = read_table(uri)
+    before, version = read_table(uri), table_version(uri)
     with pytest.raises(error, match=match):
         run(own, "records", "1", assets=[failing_records(crash)])
-    assert table_version(uri) == 0
+    assert table_version(uri) == version
     assert read_table(uri).equals(before)
 
 

@@ -20,6 +20,7 @@ from autointerp.storage.delta import (
     read_table,
     replaced_rows,
     table_version,
+    write_each_partition,
     write_partitions,
 )
 
@@ -99,6 +100,36 @@ def test_rows_of_a_partition_not_listed_are_refused(uri, layers):
         write(uri, stray, [0])
     assert table_version(uri) == 0
     assert rows(uri).height == 6
+
+
+def test_each_partition_in_a_commit_of_its_own(uri):
+    write(uri, pl.concat([layer_frame(0), layer_frame(1), layer_frame(2)]), [0, 1, 2])
+    untouched = file_hashes(Path(uri) / "layer=2")
+    frame = pl.concat([layer_frame(1, rows=2), layer_frame(0, rows=1)])
+    versions = write_each_partition(
+        uri, frame, partition_column="layer", partitions=["1", "0"], commit_metadata={}
+    )
+    assert versions == [1, 2]
+    assert [replaced_rows(c) for c in commit_history(uri)[:2]] == [
+        {"layer": ["0"]},
+        {"layer": ["1"]},
+    ]
+    assert file_hashes(Path(uri) / "layer=2") == untouched
+    assert rows(uri).get_column("layer").value_counts().sort("layer").rows() == [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+    ]
+    # A stray row is refused before any partition is written.
+    with pytest.raises(InputError, match="only \\[0, 1\\] are being written"):
+        write_each_partition(
+            uri,
+            pl.concat([frame, layer_frame(2)]),
+            partition_column="layer",
+            partitions=[0, 1],
+            commit_metadata={},
+        )
+    assert table_version(uri) == 2
 
 
 def test_string_partitions_with_quotes(uri):

@@ -60,6 +60,11 @@ def revision_profiles(settings: Settings) -> tuple:
     return explainer, simulator, reviser
 
 
+def _of(frame: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `frame` of the neurons in `current`."""
+    return frame.join(current.select("layer", "neuron"), on=["layer", "neuron"], how="semi")
+
+
 def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
     """The revision's neuron sample, taken per layer."""
     chosen = select_neurons(neurons_of(current), neuron_sample)
@@ -68,7 +73,7 @@ def _sampled(current: pl.DataFrame, neuron_sample: str) -> pl.DataFrame:
         schema={"layer": pl.Int32, "neuron": pl.Int32},
         orient="row",
     )
-    return current.join(keep, on=["layer", "neuron"], how="semi")
+    return _of(current, keep)
 
 
 def round_group(model: ModelSpec, round_number: int) -> str:
@@ -194,12 +199,18 @@ def round_assets(
             current = upstream["previous"].filter(pl.col("explainer") == explainer.name)
         current = _sampled(current, spec.neuron_sample)
         context.log.info(f"round {round_number}: revising {current.height} neurons")
+        # Only the revised neurons' rows: mining explodes every record it is given into
+        # candidates, and a layer holds far more neurons than a round revises.
+        excerpts = _of(excerpts, current)
+        records = upstream.get("neuron_records")
         # Each step's calls (texts, their simulations, mining, revisions, scoring) report as
         # they go: a round on a slow server takes long, and must not be silent.
         explainer_client = llm.client(reviser, report=context.log.info)
         simulator_client = llm.client(simulator, report=context.log.info)
         candidates = mining_candidates(
-            excerpts, neuron_records=upstream.get("neuron_records"), corpus=upstream.get("corpus")
+            excerpts,
+            neuron_records=None if records is None else _of(records, current),
+            corpus=upstream.get("corpus"),
         )
         counterexamples, found_calls, cited = find_counterexamples(
             round_number,

@@ -1,6 +1,6 @@
 """Views over every layer's scores (unpartitioned): score_summary and compare."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 import polars as pl
@@ -16,13 +16,22 @@ def _view(
     name: str,
     version: str,
     description: str,
-    inputs: Sequence[str],
+    inputs: Mapping[str, Sequence[str] | None],
     compute: Callable[..., pl.DataFrame],
     why_empty: Callable[..., str] | None = None,
 ) -> dg.AssetsDefinition:
+    """`inputs`: each table the view reads, with the columns it needs (None: every column); a
+    view reads every layer, so a table with per-token columns is read without them."""
+
     @dg.asset(
         key=[model.key_prefix, name],
-        ins={table: dg.AssetIn(key=[model.key_prefix, table]) for table in inputs},
+        ins={
+            table: dg.AssetIn(
+                key=[model.key_prefix, table],
+                metadata={"columns": list(columns)} if columns else None,
+            )
+            for table, columns in inputs.items()
+        },
         group_name=model.key_prefix,
         code_version=version,
         description=description,
@@ -54,7 +63,13 @@ def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDef
             "explanations, the share of tokens the simulator left unanswered, and rsquared and "
             "absolute deviation explained where predictions were calibrated; and how many "
             "explained neurons it leaves out (dropped) and why (dropped_why).",
-            ("scores", "shuffled_scores", "explanations", "simulations"),
+            {
+                "scores": None,
+                "shuffled_scores": None,
+                # What `dropped_neurons` reads of them.
+                "explanations": ("layer", "neuron", "explainer", "error"),
+                "simulations": ("layer", "neuron", "explainer", "simulator", "split", "error"),
+            },
             lambda scores, shuffled_scores, explanations, simulations: score_summary(
                 scores, shuffled_scores, explanations, simulations
             ),
@@ -67,7 +82,7 @@ def score_view_assets(settings: Settings, model: ModelSpec) -> list[dg.AssetsDef
             "ev_correlation of each on top_and_random of the test split (each neuron's best "
             "sample chosen on valid), the paired difference with a bootstrap 95% interval, and "
             "how many neurons each wins — the data behind 'larger explainers score higher'.",
-            ("scores",),
+            {"scores": None},
             lambda scores: compare_explainers(scores, **bootstrap),
             why_no_comparison,
         ),

@@ -131,12 +131,8 @@ class Materializer:
                     raise_on_error=False,
                 )
             else:
-                result = self.job.execute_in_process(
-                    run_config=run_config,
-                    instance=self.instance,
-                    asset_selection=keys,
-                    tags=tags,
-                    raise_on_error=False,
+                result = execute_in_process(
+                    self.job, run_config=run_config, instance=self.instance, keys=keys, tags=tags
                 )
         # The next run may not need the model, nor what this one freed.
         release_subject_models()
@@ -188,6 +184,44 @@ class Materializer:
             return None
         value = event.asset_materialization.metadata.get("max_excerpts")
         return value.value if value is not None and isinstance(value.value, int) else None
+
+
+def execute_in_process(
+    job: dg.JobDefinition,
+    *,
+    run_config: Mapping,
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    tags: Mapping[str, str],
+) -> dg.ExecuteInProcessResult:
+    """`job.execute_in_process(...)` (raise_on_error=False), without keeping every step's output
+    in memory until the run ends: Dagster's in-process result holds each output value (here
+    whole tables, which are in Delta already) and dagster 1.13 has no public switch for it, so
+    this makes the same call with `output_capturing_enabled=False`. Holding them kept every
+    table a layer's run wrote in memory to its end: up to 0.4 GB for a layer of SmolLM2."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.execute_in_process import (
+        core_execute_in_process,
+        merge_run_tags,
+    )
+
+    ephemeral = job.as_ephemeral_job(resource_defs={}, input_values={}, asset_selection=keys)
+    return core_execute_in_process(
+        run_config=run_config,
+        job=InMemoryJob(job_def=ephemeral),
+        instance=instance,
+        output_capturing_enabled=False,
+        raise_on_error=False,
+        run_tags=merge_run_tags(
+            job_def=job,
+            partition_key=None,
+            tags=tags,
+            asset_selection=keys,
+            instance=instance,
+            run_config=run_config,
+        ),
+        asset_selection=frozenset(keys),
+    )
 
 
 def shared_instance() -> dg.DagsterInstance:

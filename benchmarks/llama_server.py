@@ -176,14 +176,16 @@ def main(neurons: int = NEURONS) -> dict:
     ):
         local = {"base_url": url}
         explainer = replace(shipped.explainers["local-llama-cpp"], **local)
+        # Chat logprobs first: all-at-once replies take minutes each on this server, and
+        # what is measured is saved after each method, so a stopped run keeps the rest.
         methods = {
-            "all_at_once": replace(shipped.simulators["local-all-at-once"], **local),
             "chat_logprobs": simulator_profile(
                 "local-chat-logprobs",
                 {"kind": "llm", "method": "chat_logprobs", "model": "local", "max_concurrency": 1}
                 | {"timeout_s": 300.0, "calibration": True}
                 | local,
             ),
+            "all_at_once": replace(shipped.simulators["local-all-at-once"], **local),
         }
         client = LLMClient(explainer.endpoint(), Path(folder) / "explain", report=_report)
         with client:
@@ -193,6 +195,7 @@ def main(neurons: int = NEURONS) -> dict:
         result["explain"] = per_neuron(calls, timing, neurons) | {
             "explanations": explanations["explanation"].to_list()
         }
+        save("llama_server", result)
         for method, simulator in methods.items():
             _report(f"== {method}")
             result[method] = method_run(
@@ -205,6 +208,7 @@ def main(neurons: int = NEURONS) -> dict:
                 Path(folder) / method,
                 neurons,
             )
+            save("llama_server", result)
     result["wall_ratio_chat_over_all_at_once"] = {
         stage: result["chat_logprobs"][stage]["wall_s"] / result["all_at_once"][stage]["wall_s"]
         for stage in ("simulate", "revision_round")

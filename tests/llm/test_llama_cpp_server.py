@@ -92,7 +92,10 @@ def test_a_server_without_logits_all_is_refused_in_one_line_naming_it():
 
 def _profiles(url: str) -> str:
     """One explainer and both logprob simulators on the server, as a user writes them; every
-    row kept whatever the small model answers (its quality is not under test)."""
+    row kept whatever the small model answers (its quality is not under test). The round
+    simulates with chat logprobs, as the README advises for this server: its all-at-once
+    replies cost minutes each (the server formats the whole vocabulary for every echoed
+    token), and the simulate step has run that method already."""
     local = f'model = "local"\nbase_url = "{url}"\nmax_concurrency = 1\ntimeout_s = 300.0'
     return f"""
 [pipeline]
@@ -123,7 +126,7 @@ floor_sample = "first:1"
 
 [revisions]
 rounds = 1
-simulator = "local-echo"
+simulator = "local-chat"
 neuron_sample = "first:1"
 n_texts = 2
 """
@@ -161,7 +164,7 @@ def test_explain_simulate_and_a_revision_round_through_the_cli(server, tiny_env,
     # Each step of the round reports its calls as it goes.
     for step in (
         "round 1: counterexample texts",
-        "simulations by local-echo",
+        "simulations by local-chat",
         "round 1: revisions",
     ):
         assert re.search(rf"{re.escape(step)} \(local at [^)]+\): (\d+)/\1 calls \(100%\)", out)

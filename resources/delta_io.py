@@ -88,26 +88,25 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         if view:
             self._retry_if_inputs_moved(context)
         code_version = context.asset_spec.code_version
-        commit_metadata = {
-            "dagster_run_id": context.run_id,
-            "dagster_asset_key": context.asset_key.to_user_string(),
-            **({"dagster_code_version": code_version} if code_version else {}),
-        }
-
         options = {
             "replace_within": _replace_within(context.definition_metadata),
             "row_group_rows": _row_group_rows(context.definition_metadata),
-            "commit_metadata": commit_metadata,
+            "commit_metadata": {
+                "dagster_run_id": context.run_id,
+                "dagster_asset_key": context.asset_key.to_user_string(),
+                **({"dagster_code_version": code_version} if code_version else {}),
+            },
             "storage_options": self.storage_options,
         }
-        if context.has_asset_partitions and len(partitions) > 1:
+        if context.has_asset_partitions:  # a commit per layer, each named by its layer
             versions = delta.write_each_partition(
                 uri, obj, partition_column=column, partitions=partitions, **options
             )
-            for partition, version in zip(partitions, versions, strict=True):
+            for partition, written in zip(partitions, versions, strict=True):
                 context.step_context.add_asset_metadata(
-                    {"delta_version": version}, context.asset_key, partition
+                    {"delta_version": written}, context.asset_key, partition
                 )
+            version = versions[-1]
         else:
             version = delta.write_partitions(
                 uri, obj, partition_column=column, partitions=partitions, **options
@@ -119,7 +118,7 @@ class DeltaIOManager(dg.ConfigurableIOManager):
         # come from the asset (assets/common.py `table_output`), per partition.
         context.add_output_metadata(
             {
-                "delta_version": version,  # a layer's own commit, when it wrote several
+                "delta_version": version,  # the last commit; each layer names its own
                 "dagster/row_count": obj.height,
                 **_table_metadata(obj, uri),
                 # A keyed table: the key written, which its readers read.

@@ -30,7 +30,7 @@ from autointerp.storage.hashing import content_hash
 from resources.subject_models import SubjectModels
 
 LOGIC_VERSION = "neuron-records-3"  # ties broken by excerpt id
-SHARD_LOGIC_VERSION = "neuron-record-shards-1"
+SHARD_LOGIC_VERSION = "neuron-record-shards-2"  # random slots: outside the top-k only
 
 
 def records_metadata(rows: pl.DataFrame) -> dict:
@@ -195,7 +195,7 @@ def merged_records_asset(
             raise dg.Failure(f"the shards were captured from different corpora: {corpus_ids}")
         per_shard = [read_partials(frame, settings.records) for frame in frames]
         merged = [
-            records_frame(merge_partials(list(layer)), settings.records)
+            records_frame(merge_partials(list(layer), settings.records.seed), settings.records)
             for layer in zip(*per_shard, strict=True)
         ]
         frame = pl.concat(merged).with_columns(corpus_id=pl.lit(corpus_ids.pop()))

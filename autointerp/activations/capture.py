@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from autointerp.activations.neuron_records import LayerRecords, SamplingPlan, Shard
+from autointerp.activations.neuron_records import LayerRecords, SamplingPlan, Scratch, Shard
 from autointerp.activations.partial_records import PartialRecords, records_frame
 from autointerp.activations.subject_model import SubjectModel
 from autointerp.config.settings import RecordsSpec
@@ -132,6 +132,7 @@ def capture_partials(
         )
     plan = SamplingPlan.build(excerpt_ids, spec, shard)
     vocabulary = np.unique(tokens) if spec.top_mean_tokens else None
+    scratch = Scratch()  # the layers update one at a time, on one worker thread
     records = {
         layer: LayerRecords(
             layer,
@@ -141,6 +142,7 @@ def capture_partials(
             spec,
             dtype=subject.dtype,
             vocabulary=vocabulary,
+            scratch=scratch,
         )
         for layer in layers
     }

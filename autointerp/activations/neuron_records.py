@@ -8,10 +8,12 @@ the random samples), ties broken by the smaller excerpt id, so results are deter
 depend on the batch size, and the per-shard results of a split corpus merge exactly
 (`partial_records`).
 
-Random records are drawn per neuron, from outside its top-k: each neuron keeps the excerpts with
-the smallest hash of (seed, layer, neuron, excerpt); at the end the ones in its top-k are dropped
-and the first `random_k` (scored) and the next `reference_k` (the explainer's base rates, never
-scored) are kept. No excerpt the explainer saw is scored, and none is scored twice.
+Random records are drawn per neuron, from outside its top-k: the excerpts with the smallest hash
+of (seed, layer, neuron, excerpt) among those the top-k never kept or let go, the first `random_k`
+scored and the next `reference_k` the explainer's base rates (never scored). The top-k admit only
+new excerpts, so an excerpt is offered to the random sample once it is out of the top-k for good:
+the pass holds exactly the excerpts it will write, no spare candidates. No excerpt the explainer
+saw is scored, and none is scored twice.
 
 A corpus shard is one contiguous run of its excerpts (`Shard`). Every shard first runs the
 boundary pool (the excerpts with the smallest seeded keys, wherever they lie) to estimate the
@@ -21,7 +23,7 @@ moments of the shard that holds them only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch
 
 from autointerp.activations.data_model import N_BANDS, QUANTILES, is_dead
 from autointerp.activations.partial_records import CentralMoments, PartialRecords, Slots
-from autointerp.activations.sampling import excerpt_keys
+from autointerp.activations.sampling import excerpt_keys, neuron_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
 
@@ -38,6 +40,31 @@ from autointerp.errors import InputError
 # excerpt's activations (about 14 KB for SmolLM2), so a read of one neuron (the viewer, lineage)
 # decodes 32 neurons, not a layer.
 RECORDS_ROW_GROUP_ROWS = 32
+
+
+@dataclass
+class Entries:
+    """Excerpts of several neurons, one per entry: neuron [m], excerpt id [m], activations
+    [m, tokens]."""
+
+    neurons: torch.Tensor
+    ids: torch.Tensor
+    acts: torch.Tensor
+
+
+@dataclass
+class Turnover:
+    """What one update of a StreamingTopK changed: the candidates it admitted (neuron and
+    candidate column, per admission) and the excerpts it let go to make room."""
+
+    neurons: torch.Tensor
+    columns: torch.Tensor
+    let_go: Entries
+
+    @classmethod
+    def none(cls, length: int, dtype: torch.dtype) -> Turnover:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return cls(empty, empty, Entries(empty, empty, torch.zeros((0, length), dtype=dtype)))
 
 
 class StreamingTopK:
@@ -64,19 +91,56 @@ class StreamingTopK:
         self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64)
         self.acts = torch.zeros((n_neurons, k, length), dtype=dtype)
 
-    def update(self, keys: torch.Tensor, acts: torch.Tensor, ids: torch.Tensor) -> None:
+    def update(self, keys: torch.Tensor, acts: torch.Tensor, ids: torch.Tensor) -> Turnover:
         """keys: [neurons, batch]; acts: [batch, tokens, neurons]; ids: [batch]."""
         if self.k == 0:
-            return
+            return Turnover.none(acts.shape[1], acts.dtype)
         # Only neurons with a finite key at or above their current floor can change (at the
         # floor, a smaller id wins the tie): merge just those rows.
         floor = self.keys.amin(dim=1, keepdim=True)
         rows = ((keys >= floor) & torch.isfinite(keys)).any(dim=1).nonzero().squeeze(1)
-        if rows.numel() == 0:
+        return self._merge(
+            rows,
+            keys[rows],
+            ids.expand(len(rows), -1),
+            lambda row, column: acts[column, :, rows[row]],
+        )
+
+    def offer(self, entries: Entries, keys: torch.Tensor) -> None:
+        """Candidates one by one, several per neuron allowed: `entries` with their `keys` [m]."""
+        if self.k == 0 or entries.ids.numel() == 0:
             return
-        merged = torch.cat([self.keys[rows], keys[rows]], dim=1)
-        merged_ids = torch.cat([self.ids[rows], ids.expand(len(rows), -1)], dim=1)
-        # Best first by key, ties by the smaller id: a stable sort by key after one by id.
+        rows, row_of, counts = torch.unique(
+            entries.neurons, return_inverse=True, return_counts=True
+        )
+        # Lay the candidates out as [rows, widest row], padded with keys that admit nothing.
+        order = torch.argsort(row_of, stable=True)
+        column = torch.empty_like(order)
+        column[order] = torch.arange(len(order)) - (counts.cumsum(0) - counts)[row_of[order]]
+        shape = (len(rows), int(counts.max()))
+        padded_keys = torch.full(shape, -torch.inf, dtype=self.keys.dtype)
+        padded_ids = torch.full(shape, -1, dtype=torch.int64)
+        entry = torch.zeros(shape, dtype=torch.int64)
+        padded_keys[row_of, column] = keys.to(self.keys.dtype)
+        padded_ids[row_of, column] = entries.ids
+        entry[row_of, column] = torch.arange(len(order))
+        self._merge(rows, padded_keys, padded_ids, lambda row, col: entries.acts[entry[row, col]])
+
+    def _merge(
+        self,
+        rows: torch.Tensor,
+        keys: torch.Tensor,
+        ids: torch.Tensor,
+        acts_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> Turnover:
+        """Merge candidates into the slots of neurons `rows`: keys and ids [rows, candidates];
+        `acts_of(row positions, candidate columns)` [m, tokens], the admitted ones' activations."""
+        if rows.numel() == 0:
+            return Turnover.none(self.acts.shape[2], self.acts.dtype)
+        merged = torch.cat([self.keys[rows], keys], dim=1)
+        merged_ids = torch.cat([self.ids[rows], ids], dim=1)
+        # Best first by key, ties by the smaller id: a stable sort by key after one by id. A
+        # padding candidate (no key, id -1) ranks after an empty slot, so it is never admitted.
         by_id = merged_ids.argsort(dim=1, stable=True)
         by_key = merged.gather(1, by_id).argsort(dim=1, descending=True, stable=True)
         top = by_id.gather(1, by_key)[:, : self.k]
@@ -86,10 +150,12 @@ class StreamingTopK:
         # i-th evicted slot pairs with the i-th admitted excerpt of the same neuron.
         evicted = (~member[:, : self.k]).nonzero()
         neuron, slot = rows[evicted[:, 0]], evicted[:, 1]
-        batch_index = admitted[:, 1]
-        self.keys[neuron, slot] = keys[neuron, batch_index]
-        self.ids[neuron, slot] = ids[batch_index]
-        self.acts[neuron, slot] = acts[batch_index, :, neuron].to(self.acts.dtype)
+        held = torch.isfinite(self.keys[neuron, slot])  # an empty slot lets nothing go
+        let_go = Entries(neuron[held], self.ids[neuron, slot][held], self.acts[neuron, slot][held])
+        self.keys[neuron, slot] = keys[admitted[:, 0], admitted[:, 1]]
+        self.ids[neuron, slot] = ids[admitted[:, 0], admitted[:, 1]]
+        self.acts[neuron, slot] = acts_of(admitted[:, 0], admitted[:, 1]).to(self.acts.dtype)
+        return Turnover(neuron, admitted[:, 1], let_go)
 
     def slots(self) -> Slots:
         """The slots as they are (unsorted); a slot without a finite key is empty (id -1)."""
@@ -103,32 +169,41 @@ class StreamingTopK:
         return ranked.keys, ranked.ids, ranked.acts
 
 
+class Scratch:
+    """Two float32 buffers reused batch after batch. A fresh 12 MB tensor per layer and batch
+    costs more in allocation and page faults than the arithmetic itself; one pair shared by every
+    layer of a pass (their updates run one after another) keeps a single pair alive, where a pair
+    per layer would hold 25 MB per layer for the whole pass."""
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []
+
+    def pair(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._buffers or self._buffers[0].shape != shape:
+            self._buffers = [torch.empty(shape), torch.empty(shape)]
+        return self._buffers[0], self._buffers[1]
+
+
 class Moments:
     """Streaming mean, variance, skewness and kurtosis of every neuron's per-token activations.
 
     Power sums are taken of values shifted by the first batch's mean, which keeps the float64
     conversion to central moments accurate when a neuron's mean is large next to its spread.
+    `scratch` may be shared with other Moments whose updates never run at the same time.
     """
 
-    def __init__(self, n_neurons: int) -> None:
+    def __init__(self, n_neurons: int, scratch: Scratch | None = None) -> None:
         self.count = 0
         self.shift: torch.Tensor | None = None
         self.sums = torch.zeros((4, n_neurons), dtype=torch.float64)
         self.max = torch.full((n_neurons,), -torch.inf)
-        self._buffers: list[torch.Tensor] = []
-
-    def _scratch(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        # Two float32 buffers reused batch after batch: a fresh 12 MB tensor per layer and batch
-        # costs more in allocation and page faults than the arithmetic itself.
-        if not self._buffers or self._buffers[0].shape != shape:
-            self._buffers = [torch.empty(shape), torch.empty(shape)]
-        return self._buffers[0], self._buffers[1]
+        self.scratch = scratch or Scratch()
 
     def update(self, values: torch.Tensor, maxes: torch.Tensor) -> None:
         """values: [tokens, neurons], any float dtype; maxes: [neurons, excerpts]."""
         if self.shift is None:
             self.shift = values.float().mean(dim=0)
-        d, d2 = self._scratch(values.shape)
+        d, d2 = self.scratch.pair(values.shape)
         torch.sub(values, self.shift, out=d)  # converts to float32 on the way
         torch.mul(d, d, out=d2)
         self.sums[0] += d.sum(dim=0)
@@ -154,16 +229,6 @@ class Moments:
     def result(self) -> dict[str, np.ndarray]:
         """mean, variance (population), skewness, kurtosis (excess, 0 for a normal), max."""
         return self.central().result() | {"max_activation": self.max.double().numpy()}
-
-
-def neuron_keys(excerpt_ids: np.ndarray, layer: int, n_neurons: int, seed: int) -> np.ndarray:
-    """[neurons, excerpts] uniform [0, 1) keys: a seeded hash of (layer, neuron, excerpt id), so
-    every neuron draws its own random sample, the same on every run and for any batch size."""
-    neurons = np.arange(n_neurons, dtype=np.uint64)[:, None]
-    with np.errstate(over="ignore"):
-        mixed = excerpt_ids.astype(np.uint64)[None, :] + neurons * np.uint64(0xD1B54A32D192ED03)
-        mixed = mixed + np.uint64(layer) * np.uint64(0xAEF17502108EF2D9)
-    return excerpt_keys(mixed, seed)
 
 
 @dataclass(frozen=True)
@@ -237,7 +302,7 @@ class TokenMeans:
 
 
 class LayerRecords:
-    """All accumulators of one layer."""
+    """All accumulators of one layer; `scratch` may be shared with the pass's other layers."""
 
     def __init__(
         self,
@@ -249,19 +314,19 @@ class LayerRecords:
         *,
         dtype: torch.dtype = torch.float32,
         vocabulary: np.ndarray | None = None,
+        scratch: Scratch | None = None,
     ):
         self.layer, self.spec, self.plan = layer, spec, plan
         self.n_neurons = n_neurons
         self.top = StreamingTopK(n_neurons, spec.top_k, length, dtype=dtype)
-        self.moments = Moments(n_neurons)
+        self.moments = Moments(n_neurons, scratch)
         self.bands = [
             StreamingTopK(n_neurons, spec.quantile_k, length, dtype=dtype) for _ in range(N_BANDS)
         ]
-        # Enough candidates that random_k + reference_k remain once the top-k are dropped. Keys
-        # are float64: float32 would tie distinct hashes far more often.
+        # Keys are float64: float32 would tie distinct hashes far more often.
         self.random = StreamingTopK(
             n_neurons,
-            spec.top_k + spec.random_k + spec.reference_k,
+            spec.random_k + spec.reference_k,
             length,
             dtype=dtype,
             key_dtype=torch.float64,
@@ -302,11 +367,23 @@ class LayerRecords:
 
     def _update_samples(self, acts, maxes, ids, token_ids) -> None:
         self.moments.update(acts.reshape(-1, acts.shape[-1]), maxes)
-        self.top.update(maxes, acts, ids)
-        keys = neuron_keys(ids.numpy(), self.layer, acts.shape[-1], self.spec.seed)
-        self.random.update(torch.from_numpy(-keys), acts, ids)  # the smallest hashes win
+        turnover = self.top.update(maxes, acts, ids)
+        # The random sample is drawn from outside the top-k. An excerpt out of the top-k now never
+        # enters it (the top-k admit only new excerpts), so it is offered at once; one in the
+        # top-k is offered when the top-k let it go, or never.
+        neurons = np.arange(self.n_neurons)[:, None]
+        keys = torch.from_numpy(-self._keys(ids.numpy()[None, :], neurons))  # smallest hash wins
+        keys[turnover.neurons, turnover.columns] = -torch.inf
+        self.random.update(keys, acts, ids)
+        let_go = turnover.let_go
+        self.random.offer(
+            let_go, torch.from_numpy(-self._keys(let_go.ids.numpy(), let_go.neurons.numpy()))
+        )
         if self.token_means is not None:
             self.token_means.update(acts, token_ids)
+
+    def _keys(self, excerpt_ids: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+        return neuron_keys(excerpt_ids, neurons, self.layer, self.spec.seed)
 
     def _update_bands(self, maxes, acts, ids, rows) -> None:
         priority = -torch.from_numpy(self.plan.keys[rows]).float()[None, :]

@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from autointerp.activations.data_model import N_BANDS, QUANTILES
+from autointerp.activations.sampling import neuron_keys
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
 from autointerp.storage.columns import nested_lists as _nested
@@ -108,7 +109,7 @@ class PartialRecords:
 
     layer: int
     top: Slots  # [neurons, top_k]
-    random: Slots  # [neurons, top_k + random_k + reference_k], key: minus the neuron's hash
+    random: Slots  # [neurons, random_k + reference_k], outside top; key: minus the neuron's hash
     bands: Slots  # [neurons, bands, quantile_k], key: minus the excerpt's plan key
     moments: CentralMoments
     max_activation: np.ndarray  # [neurons]
@@ -122,8 +123,9 @@ class PartialRecords:
         return self.top.ids.shape[0]
 
 
-def merge_partials(parts: Sequence[PartialRecords]) -> PartialRecords:
-    """The partial records of the union of disjoint corpus shards (one layer)."""
+def merge_partials(parts: Sequence[PartialRecords], seed: int) -> PartialRecords:
+    """The partial records of the union of disjoint corpus shards (one layer); `seed`: the
+    records' seed, which keys the random samples."""
     if not parts:
         raise InputError("no partial records to merge")
     layers = {p.layer for p in parts}
@@ -143,10 +145,22 @@ def merge_partials(parts: Sequence[PartialRecords]) -> PartialRecords:
     for other in parts[1:]:
         moments = moments.merge(other.moments)
     per_token = first.token_sums is not None
+    k = first.top.ids.shape[-1]
+    tops = Slots.union([p.top for p in parts]).ranked()
+    # A shard's top-k excerpts that the merged top-k leaves out are random candidates too: each
+    # shard offered the others already.
+    left_out = tops.ids[:, k:]
+    neurons = np.arange(first.n_neurons)[:, None]
+    random_keys = np.where(
+        left_out >= 0, -neuron_keys(left_out, neurons, first.layer, seed), -np.inf
+    )
+    candidates = Slots(random_keys, left_out, tops.acts[:, k:])
     return PartialRecords(
         layer=first.layer,
-        top=Slots.union([p.top for p in parts]).ranked(first.top.ids.shape[-1]),
-        random=Slots.union([p.random for p in parts]).ranked(first.random.ids.shape[-1]),
+        top=Slots(tops.keys[:, :k], tops.ids[:, :k], tops.acts[:, :k]),
+        random=Slots.union([candidates, *(p.random for p in parts)]).ranked(
+            first.random.ids.shape[-1]
+        ),
         bands=Slots.union([p.bands for p in parts]).ranked(first.bands.ids.shape[-1]),
         moments=moments,
         max_activation=np.max([p.max_activation for p in parts], axis=0),
@@ -165,7 +179,8 @@ def records_frame(partial: PartialRecords, spec: RecordsSpec) -> pl.DataFrame:
     top = partial.top.ranked()
     n_neurons, length = top.ids.shape[0], top.acts.shape[-1]
     top_valid = top.ids >= 0
-    random_ids, random_acts, random_valid = _random_samples(partial.random.ranked(), top.ids, spec)
+    random = partial.random.ranked()
+    random_ids, random_acts, random_valid = random.ids, random.acts, random.ids >= 0
     k = spec.random_k
     bands = partial.bands.ranked()
     band_valid = bands.ids >= 0
@@ -199,22 +214,6 @@ def records_frame(partial: PartialRecords, spec: RecordsSpec) -> pl.DataFrame:
         )
         columns["top_mean_token_means"] = _nested(means.ravel(), np.full(n_neurons, means.shape[1]))
     return pl.DataFrame(columns)
-
-
-def _random_samples(
-    candidates: Slots, top_ids: np.ndarray, spec: RecordsSpec
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each neuron's candidates outside its top-k, smallest hash first: (ids, acts, kept)
-    with `kept` [neurons, random_k + reference_k] marking the slots that hold one."""
-    ids, acts = candidates.ids, candidates.acts
-    allowed = (ids >= 0) & ~(ids[:, :, None] == top_ids[:, None, :]).any(axis=2)
-    wanted = spec.random_k + spec.reference_k
-    order = np.argsort(~allowed, axis=1, kind="stable")[:, :wanted]
-    return (
-        np.take_along_axis(ids, order, axis=1),
-        np.take_along_axis(acts, order[..., None], axis=1),
-        np.take_along_axis(allowed, order, axis=1),
-    )
 
 
 def _top_mean_tokens(partial: PartialRecords, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +300,7 @@ def read_partials(frame: pl.DataFrame, spec: RecordsSpec) -> list[PartialRecords
     for (layer,), rows in frame.sort("layer", "neuron").group_by("layer", maintain_order=True):
         n = rows.height
         length = rows["top_acts"].list.explode().list.len()[0]  # tokens per excerpt
-        random_slots = spec.top_k + spec.random_k + spec.reference_k
+        random_slots = spec.random_k + spec.reference_k
 
         tokens = "token_sums" in rows.columns
         vocabulary = rows["token_vocabulary"][0].to_numpy() if tokens else None

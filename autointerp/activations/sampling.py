@@ -23,6 +23,18 @@ def excerpt_keys(excerpt_ids: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def neuron_keys(excerpt_ids: np.ndarray, neurons: np.ndarray, layer: int, seed: int) -> np.ndarray:
+    """Uniform [0, 1) keys of (layer, neuron, excerpt id), the arrays broadcast against each other:
+    a seeded hash, so every neuron draws its own random sample, the same on every run and for any
+    batch size or shard."""
+    with np.errstate(over="ignore"):
+        mixed = excerpt_ids.astype(np.uint64) + neurons.astype(np.uint64) * np.uint64(
+            0xD1B54A32D192ED03
+        )
+        mixed = mixed + np.uint64(layer) * np.uint64(0xAEF17502108EF2D9)
+    return excerpt_keys(mixed, seed)
+
+
 @dataclass(frozen=True)
 class NeuronSample:
     """Which neurons a stage runs on: `all`, `first:N` or `random:N:SEED`, taken per layer."""

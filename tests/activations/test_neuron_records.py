@@ -7,14 +7,15 @@ import torch
 
 from autointerp.activations.neuron_records import (
     QUANTILES,
+    Entries,
     LayerRecords,
     Moments,
     SamplingPlan,
+    Scratch,
     StreamingTopK,
-    neuron_keys,
 )
 from autointerp.activations.partial_records import records_frame
-from autointerp.activations.sampling import excerpt_keys
+from autointerp.activations.sampling import excerpt_keys, neuron_keys
 from autointerp.activations.splits import split_records
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
@@ -57,6 +58,52 @@ def test_streaming_top_k_matches_brute_force(activations):
         np.testing.assert_array_equal(acts[n], activations[expected, :, n])
 
 
+def test_offered_entries_keep_the_best_k_per_neuron():
+    # Entries arrive in any order, several for one neuron, none for another.
+    rng = np.random.default_rng(1)
+    m, k = 60, 4
+    neurons = torch.from_numpy(rng.integers(0, NEURONS - 1, m))
+    keys = torch.from_numpy(rng.integers(0, 10, m).astype(np.float32))  # ties: smaller id wins
+    ids = torch.from_numpy(rng.permutation(m))
+    acts = torch.from_numpy(rng.standard_normal((m, LENGTH)).astype(np.float32))
+    top = StreamingTopK(NEURONS, k, LENGTH)
+    for part in np.array_split(np.arange(m), 5):
+        index = torch.from_numpy(part)
+        top.offer(Entries(neurons[index], ids[index], acts[index]), keys[index])
+    got_keys, got_ids, got_acts = top.sorted()
+    for n in range(NEURONS):
+        mine = [i for i in range(m) if neurons[i] == n]
+        best = sorted(mine, key=lambda i: (-keys[i].item(), ids[i].item()))[:k]
+        assert got_ids[n][: len(best)].tolist() == [ids[i].item() for i in best]
+        assert (got_ids[n][len(best) :] == -1).all()
+        np.testing.assert_array_equal(got_keys[n][: len(best)], keys[best].numpy())
+        np.testing.assert_array_equal(got_acts[n][: len(best)], acts[best].numpy())
+
+
+def test_every_excerpt_is_turned_away_let_go_or_kept_exactly_once(activations):
+    # What the random sample relies on: each excerpt leaves the top-k once, or is in it at the end.
+    top = StreamingTopK(NEURONS, 5, LENGTH)
+    maxes = activations.max(axis=1)
+    out: dict[int, list[int]] = {n: [] for n in range(NEURONS)}
+    for start in range(0, N_EXCERPTS, 7):
+        rows = np.arange(start, min(start + 7, N_EXCERPTS))
+        turnover = top.update(
+            torch.from_numpy(maxes[rows].T.copy()),
+            torch.from_numpy(activations[rows]),
+            torch.from_numpy(rows),
+        )
+        admitted = set(zip(turnover.neurons.tolist(), turnover.columns.tolist(), strict=True))
+        for n in range(NEURONS):
+            out[n] += [int(r) for c, r in enumerate(rows) if (n, c) not in admitted]
+        let_go = turnover.let_go
+        for neuron, excerpt, acts in zip(let_go.neurons, let_go.ids, let_go.acts, strict=True):
+            out[int(neuron)].append(int(excerpt))
+            np.testing.assert_array_equal(acts.numpy(), activations[excerpt, :, neuron])
+    _, kept, _ = top.sorted()
+    for n in range(NEURONS):
+        assert sorted(out[n] + kept[n].tolist()) == list(range(N_EXCERPTS))
+
+
 def test_moments_match_numpy(activations):
     moments = Moments(NEURONS)
     flat = activations.reshape(-1, NEURONS) * 3 + 50  # a large mean tests the shifted sums
@@ -71,6 +118,22 @@ def test_moments_match_numpy(activations):
     np.testing.assert_allclose(got["skewness"], (z**3).mean(0), atol=1e-3)
     np.testing.assert_allclose(got["kurtosis"], (z**4).mean(0) - 3, atol=1e-3)
     np.testing.assert_allclose(got["max_activation"], x.max(0), rtol=1e-6)
+
+
+def test_moments_sharing_one_scratch_match_moments_with_their_own(activations):
+    # A pass's layers share one scratch pair, their updates interleaved batch by batch.
+    flat = activations.reshape(-1, NEURONS)
+    shared = Scratch()
+    together = [Moments(NEURONS, shared), Moments(NEURONS, shared)]
+    alone = [Moments(NEURONS), Moments(NEURONS)]
+    for chunk in np.array_split(flat, 5):
+        for i, moments in enumerate([*together, *alone]):
+            values = torch.from_numpy(chunk * (i % 2 + 1))
+            moments.update(values, values.amax(0, keepdim=True).T)
+    assert together[0].scratch is together[1].scratch is shared
+    for a, b in zip(together, alone, strict=True):
+        for name, value in a.result().items():
+            np.testing.assert_array_equal(value, b.result()[name])
 
 
 def test_constant_neuron_has_nan_shape():
@@ -102,7 +165,7 @@ def test_record_contents(activations):
     frame = stream(activations, spec, 9)
     excerpt_ids = np.arange(100, 100 + N_EXCERPTS)
     keys = excerpt_keys(excerpt_ids, 7)
-    own_keys = neuron_keys(excerpt_ids, 3, NEURONS, 7)  # [neurons, excerpts]
+    own_keys = neuron_keys(excerpt_ids[None, :], np.arange(NEURONS)[:, None], 3, 7)
     tokens = np.arange(N_EXCERPTS * LENGTH).reshape(N_EXCERPTS, LENGTH) % 7
     by_key = np.argsort(keys)
     pool, rest = set(by_key[:40]), [r for r in range(N_EXCERPTS) if r not in set(by_key[:40])]

@@ -65,7 +65,7 @@ def test_three_shards_merge_to_the_one_pass_records(activations):
     shards = [partial(activations, Shard(i, 3), batch) for i, batch in enumerate((7, 16, 5))]
     # Through the shard table and back, as the sharded graph stores them.
     stored = [read_partials(partial_frame(p), SPEC)[0] for p in shards]
-    merged = records_frame(merge_partials(stored), SPEC)
+    merged = records_frame(merge_partials(stored, SPEC.seed), SPEC)
     assert_same_records(merged, one_pass)
     assert split_records(merged).equals(split_records(one_pass))
     # Ties on the maximum are broken by the smaller excerpt id, whatever the shard.
@@ -78,7 +78,7 @@ def test_three_shards_merge_to_the_one_pass_records(activations):
 def test_merged_moments_match_numpy(activations):
     shifted = activations * 3 + 40  # a large mean next to the spread
     shards = [partial(shifted, Shard(i, 4), 9) for i in range(4)]
-    got = merge_partials(shards).moments.result()
+    got = merge_partials(shards, SPEC.seed).moments.result()
     x = shifted.reshape(-1, NEURONS).astype(np.float64)
     z = (x - x.mean(0)) / x.std(0)
     np.testing.assert_allclose(got["mean"], x.mean(0), rtol=1e-7)
@@ -91,10 +91,10 @@ def test_merge_refuses_mismatched_shards(activations):
     first, second = partial(activations, Shard(0, 2), 8), partial(activations, Shard(1, 2), 8)
     second.boundaries = second.boundaries * 2 + 1
     with pytest.raises(InputError, match="disagree on the quantile boundaries"):
-        merge_partials([first, second])
+        merge_partials([first, second], SPEC.seed)
     second.layer = LAYER + 1
     with pytest.raises(InputError, match="different layers"):
-        merge_partials([first, second])
+        merge_partials([first, second], SPEC.seed)
     with pytest.raises(InputError, match="shard 3 of 3"):
         Shard(3, 3)
 
@@ -111,7 +111,10 @@ def test_sharded_capture_of_a_model_equals_one_pass(tmp_path):
         capture_partials(subject, corpus, [0, 1], spec, shard=Shard(i, 3)) for i in range(3)
     ]
     merged = pl.concat(
-        [records_frame(merge_partials(list(layer)), spec) for layer in zip(*per_shard, strict=True)]
+        [
+            records_frame(merge_partials(list(layer), spec.seed), spec)
+            for layer in zip(*per_shard, strict=True)
+        ]
     )
     assert merged.drop(MOMENTS).equals(one_pass.drop(MOMENTS))
     for name in MOMENTS:

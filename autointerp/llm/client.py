@@ -98,6 +98,11 @@ class LLMClient:
             else (ResponseCache(cache_dir) if cache_dir is not None else None)
         )
         self._owns_cache = True  # False in a client that borrows another's (with_attempts)
+        # Calls a borrowing client (a stage's probe) paid for this one: the stage reads them from
+        # the cache, and its audit must show them paid, not cached. `_paid_for`: where this
+        # client, when it borrows, records the calls it paid.
+        self._paid_by_borrower: dict[str, CallResult] = {}
+        self._paid_for: dict[str, CallResult] | None = None
         self._report, self._report_every_s = report, report_every_s
         self._sleep = sleep
         self._rng = random.Random(seed)
@@ -129,6 +134,7 @@ class LLMClient:
             sleep=self._sleep,
         )
         once._owns_cache = False
+        once._paid_for = self._paid_by_borrower
         return once
 
     def activity(self) -> str:
@@ -174,6 +180,9 @@ class LLMClient:
                 except InvalidResponse:
                     stale = True
                 else:
+                    paid = self._paid_by_borrower.pop(key, None)
+                    if paid is not None:
+                        return paid
                     return self._result(key, payload, started, status="cached", parsed=parsed)
         session = self._session()
         pending = session.inflight.get(key)
@@ -199,6 +208,8 @@ class LLMClient:
         finally:
             del session.inflight[key]
         future.set_result(result)
+        if self._paid_for is not None and result.ok and not result.cached:
+            self._paid_for[key] = result
         return result
 
     async def gather(

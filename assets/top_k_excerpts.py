@@ -13,6 +13,15 @@ from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
 LOGIC_VERSION = "top-k-excerpts-3"
+SPLIT_COLUMNS = [
+    "neuron",
+    "corpus_id",
+    *(
+        f"{kind}_{part}"
+        for kind in ("top", "random", "reference")
+        for part in ("excerpt_ids", "activations")
+    ),
+]
 
 
 def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -21,7 +30,10 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
     @dg.asset(
         key=[prefix, "top_k_excerpts"],
         ins={
-            "neuron_records": dg.AssetIn(key=[prefix, "neuron_records"]),
+            # Only the samples that are split: not the quantile bands' activations or moments.
+            "neuron_records": dg.AssetIn(
+                key=[prefix, "neuron_records"], metadata={"columns": SPLIT_COLUMNS}
+            ),
             "corpus": dg.AssetIn(
                 key=[prefix, "corpus"], metadata={"columns": ["corpus_id", "excerpt_id", "tokens"]}
             ),

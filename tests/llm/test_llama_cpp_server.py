@@ -24,6 +24,9 @@ from autointerp.llm.probe import ServerUnsuitable, probe
 from autointerp.llm.requests import LLMRequest
 from autointerp.simulate.parsers import parse_all_at_once, parse_chat_logprobs
 from autointerp.simulate.simulator_prompt import (
+    ALL_AT_ONCE,
+    CHAT_LOGPROBS,
+    PLAIN_TEXT,
     build_all_at_once_request,
     build_chat_request,
 )
@@ -92,10 +95,11 @@ def test_a_server_without_logits_all_is_refused_in_one_line_naming_it():
 
 def _profiles(url: str) -> str:
     """One explainer and both logprob simulators on the server, as a user writes them; every
-    row kept whatever the small model answers (its quality is not under test). The round
-    simulates with chat logprobs, as the README advises for this server: its all-at-once
-    replies cost minutes each (the server formats the whole vocabulary for every echoed
-    token), and the simulate step has run that method already."""
+    row kept whatever the small model answers (its quality is not under test: SmolLM2-135M
+    answers 1 or 2 of 16 tokens in the chat format, so the chat simulator keeps replies with
+    any share unanswered). The round simulates with chat logprobs, as the README advises for
+    this server: its all-at-once replies take about a minute each (the server formats the whole
+    vocabulary for every echoed token), and the simulate step has run that method already."""
     local = f'model = "local"\nbase_url = "{url}"\nmax_concurrency = 1\ntimeout_s = 300.0'
     return f"""
 [pipeline]
@@ -114,6 +118,7 @@ neuron_sample = "first:1"
 [simulators.local-chat]
 kind = "llm"
 method = "chat_logprobs"
+max_missing_share = 1.0
 {local}
 
 [simulators.local-echo]
@@ -142,7 +147,7 @@ def test_explain_simulate_and_a_revision_round_through_the_cli(server, tiny_env,
         env=os.environ | {"AUTOINTERP_CONFIG": str(config)},
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=2400,  # about 16 minutes on 2 cores: 12 all-at-once calls of about a minute
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
@@ -152,19 +157,24 @@ def test_explain_simulate_and_a_revision_round_through_the_cli(server, tiny_env,
     ]
     assert explanation
     simulations = read_table(str(delta / "simulations"))
-    for simulator, method in (("local-chat", "chat_logprobs"), ("local-echo", "all_at_once")):
+    for simulator, method in (("local-chat", CHAT_LOGPROBS), ("local-echo", ALL_AT_ONCE)):
         rows = simulations.filter(pl.col("simulator") == simulator)
-        assert rows.height and set(rows["method"]) <= {method, "plain_text"}
+        assert rows.height and set(rows["method"]) <= {method, PLAIN_TEXT}
         assert rows["error"].is_null().any(), rows["error"].drop_nulls()[0]
     # Every paid call is on record, each step of the round included.
+    # The stage's probe paid for the explanation: audited as paid, not as a cache hit.
     assert read_table(str(delta / "explainer_calls"))["status"].to_list() == ["ok"]
     assert read_table(str(delta / "simulator_calls")).height >= simulations.height
+    # Every call of the round is on record: as many as its steps reported, each as it went.
     round_calls = read_table(str(delta / "revision_calls_r1"))
-    assert set(round_calls["stage"]) == {"counterexamples", "revise"}
-    # Each step of the round reports its calls as it goes.
-    for step in (
-        "round 1: counterexample texts",
-        "simulations by local-chat",
-        "round 1: revisions",
-    ):
-        assert re.search(rf"{re.escape(step)} \(local at [^)]+\): (\d+)/\1 calls \(100%\)", out)
+    steps = re.findall(r"__revise_r1 - ([^\n]+?) \(local at [^)]+\): (\d+)/\2 calls \(100%\)", out)
+    assert round_calls.height == sum(int(calls) for _, calls in steps)
+    assert {"round 1: counterexample texts", "simulations by local-chat"} <= {s for s, _ in steps}
+    assert "counterexamples" in set(round_calls["stage"])
+    # The neuron's outcome is on record: revised, or the reason it was not. (SmolLM2-135M
+    # rarely writes counterexample texts in the asked format, so a revision call is not
+    # required; when one was made, it is audited and reported like the rest.)
+    [outcome] = read_table(str(delta / "revised_explanations_r1")).to_dicts()
+    assert outcome["revised_explanation"] is not None or outcome["error"]
+    if "revise" in set(round_calls["stage"]):
+        assert "round 1: revisions" in {s for s, _ in steps}

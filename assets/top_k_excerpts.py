@@ -7,8 +7,7 @@ import dagster as dg
 import polars as pl
 
 from assets.common import table_output
-from autointerp.activations.excerpts import neuron_excerpts
-from autointerp.activations.splits import split_records
+from autointerp.activations.excerpts import excerpts_of_records
 from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
@@ -59,10 +58,8 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
             )
             for name in ("neuron_records", "corpus")
         }
-        corpora = neuron_records.select("layer", "corpus_id").unique("layer")
-        # neuron_excerpts refuses a corpus other than the one the records were captured over.
-        splits = split_records(neuron_records).join(corpora, on="layer", how="left")
-        frame = neuron_excerpts(splits, corpus).with_columns(**read)
+        # Refused where the corpus is not the one the records were captured over.
+        frame = excerpts_of_records(neuron_records, corpus).with_columns(**read)
         return table_output(context, frame)
 
     return top_k_excerpts

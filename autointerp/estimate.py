@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from autointerp.activations.data_model import N_BANDS, ActivationRecord, NeuronId
-from autointerp.activations.excerpts import neuron_excerpts, records_by_neuron
+from autointerp.activations.excerpts import excerpts_of_records, records_by_neuron
 from autointerp.activations.sampling import select_neurons
-from autointerp.activations.splits import SCORING_SPLITS, split_records
+from autointerp.activations.splits import SCORING_SPLITS
 from autointerp.config.profiles import ExplainerProfile, SimulatorProfile
 from autointerp.config.settings import RecordsSpec, RevisionSpec
 from autointerp.explain.explanations import explanation_request
@@ -137,7 +137,7 @@ def prototype_excerpts(spec: RecordsSpec, excerpt_tokens: int) -> pl.DataFrame:
         rows.append(row)
     records = pl.DataFrame(rows).with_columns(pl.col("layer", "neuron").cast(pl.Int32))
     corpus_frame = pl.DataFrame(corpus, schema=["excerpt_id", "tokens"], orient="row")
-    return neuron_excerpts(split_records(records), corpus_frame)
+    return excerpts_of_records(records, corpus_frame)
 
 
 def _price(profile: ExplainerProfile | SimulatorProfile, prompt: int, completion: int):

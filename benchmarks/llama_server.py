@@ -30,8 +30,7 @@ from typing import TypeVar
 import polars as pl
 
 from autointerp.activations.capture import capture_records
-from autointerp.activations.excerpts import neuron_excerpts
-from autointerp.activations.splits import split_records
+from autointerp.activations.excerpts import excerpts_of_records
 from autointerp.activations.subject_model import SubjectModel
 from autointerp.config.profiles import ExplainerProfile, SimulatorProfile, simulator_profile
 from autointerp.config.settings import RevisionSpec, Settings
@@ -105,7 +104,7 @@ def layer_excerpts(neurons: int) -> tuple[pl.DataFrame, SubjectModel, Settings]:
     frame = corpus(settings, model, EXCERPTS)
     records = capture_records(model, frame, [LAYER], settings.records)
     records = records.filter(pl.col("neuron") < neurons)
-    excerpts = neuron_excerpts(split_records(records), frame).filter(
+    excerpts = excerpts_of_records(records, frame).filter(
         (pl.col("split") == "train")
         | (pl.int_range(pl.len()).over("neuron", "split", "kind") < PER_KIND)
     )

@@ -6,7 +6,29 @@ from __future__ import annotations
 import polars as pl
 
 from autointerp.activations.data_model import ActivationRecord, NeuronId, peak_activation
+from autointerp.activations.splits import split_records
 from autointerp.errors import InputError
+
+# Neurons per chunk when records become excerpts: exploding, joining and sorting a whole SmolLM2
+# layer at once raises the peak by about 300 MB to make a 33 MB frame.
+NEURONS_PER_CHUNK = 256
+
+
+def excerpts_of_records(
+    records: pl.DataFrame, corpus: pl.DataFrame, neurons_per_chunk: int = NEURONS_PER_CHUNK
+) -> pl.DataFrame:
+    """`neuron_excerpts` of `split_records(records)`, checked against the records' `corpus_id`
+    where they name one, built a chunk of neurons at a time: the same rows in the same order
+    (splits are per neuron), at a fraction of the peak."""
+    records = records.sort("layer", "neuron")
+    parts = []
+    for part in records.iter_slices(neurons_per_chunk) if records.height else [records]:
+        splits = split_records(part)
+        if "corpus_id" in part.columns:
+            corpora = part.select("layer", "corpus_id").unique("layer")
+            splits = splits.join(corpora, on="layer", how="left")
+        parts.append(neuron_excerpts(splits, corpus))
+    return pl.concat(parts)
 
 
 def neuron_excerpts(top_k_excerpts: pl.DataFrame, corpus: pl.DataFrame) -> pl.DataFrame:

@@ -8,19 +8,11 @@ import polars as pl
 
 from assets.common import table_output
 from autointerp.activations.excerpts import excerpts_of_records
+from autointerp.activations.splits import SPLIT_COLUMNS
 from autointerp.config.settings import ModelSpec
 from resources.delta_io import version_read
 
 LOGIC_VERSION = "top-k-excerpts-3"
-SPLIT_COLUMNS = [
-    "neuron",
-    "corpus_id",
-    *(
-        f"{kind}_{part}"
-        for kind in ("top", "random", "reference")
-        for part in ("excerpt_ids", "activations")
-    ),
-]
 
 
 def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -29,9 +21,8 @@ def top_k_excerpts_asset(model: ModelSpec, layers: dg.PartitionsDefinition) -> d
     @dg.asset(
         key=[prefix, "top_k_excerpts"],
         ins={
-            # Only the samples that are split: not the quantile bands' activations or moments.
             "neuron_records": dg.AssetIn(
-                key=[prefix, "neuron_records"], metadata={"columns": SPLIT_COLUMNS}
+                key=[prefix, "neuron_records"], metadata={"columns": [*SPLIT_COLUMNS, "corpus_id"]}
             ),
             "corpus": dg.AssetIn(
                 key=[prefix, "corpus"], metadata={"columns": ["corpus_id", "excerpt_id", "tokens"]}

@@ -73,6 +73,8 @@ class StreamingTopK:
 
     Slots are unsorted while streaming: an admitted excerpt overwrites an evicted slot in place, so
     a batch that changes nothing costs one comparison with each neuron's floor and no copy.
+    `reports_let_go`: whether each update's turnover carries the excerpts it let go (a copy of
+    their activations, made only where someone reads them).
     """
 
     def __init__(
@@ -83,10 +85,11 @@ class StreamingTopK:
         *,
         dtype: torch.dtype = torch.float32,
         key_dtype: torch.dtype = torch.float32,
+        reports_let_go: bool = False,
     ) -> None:
         # Activations are kept in the model's dtype: a bfloat16 model's values are exact there,
         # and the records take half the memory of float32 ones.
-        self.k = k
+        self.k, self.reports_let_go = k, reports_let_go
         self.keys = torch.full((n_neurons, k), -torch.inf, dtype=key_dtype)
         self.ids = torch.full((n_neurons, k), -1, dtype=torch.int64)
         self.acts = torch.zeros((n_neurons, k, length), dtype=dtype)
@@ -150,8 +153,12 @@ class StreamingTopK:
         # i-th evicted slot pairs with the i-th admitted excerpt of the same neuron.
         evicted = (~member[:, : self.k]).nonzero()
         neuron, slot = rows[evicted[:, 0]], evicted[:, 1]
-        held = torch.isfinite(self.keys[neuron, slot])  # an empty slot lets nothing go
-        let_go = Entries(neuron[held], self.ids[neuron, slot][held], self.acts[neuron, slot][held])
+        let_go = Turnover.none(self.acts.shape[2], self.acts.dtype).let_go
+        if self.reports_let_go:
+            held = torch.isfinite(self.keys[neuron, slot])  # an empty slot lets nothing go
+            let_go = Entries(
+                neuron[held], self.ids[neuron, slot][held], self.acts[neuron, slot][held]
+            )
         self.keys[neuron, slot] = keys[admitted[:, 0], admitted[:, 1]]
         self.ids[neuron, slot] = ids[admitted[:, 0], admitted[:, 1]]
         self.acts[neuron, slot] = acts_of(admitted[:, 0], admitted[:, 1]).to(self.acts.dtype)
@@ -318,7 +325,8 @@ class LayerRecords:
     ):
         self.layer, self.spec, self.plan = layer, spec, plan
         self.n_neurons = n_neurons
-        self.top = StreamingTopK(n_neurons, spec.top_k, length, dtype=dtype)
+        # What the top-k let go is offered to the random sample.
+        self.top = StreamingTopK(n_neurons, spec.top_k, length, dtype=dtype, reports_let_go=True)
         self.moments = Moments(n_neurons, scratch)
         self.bands = [
             StreamingTopK(n_neurons, spec.quantile_k, length, dtype=dtype) for _ in range(N_BANDS)

@@ -14,6 +14,16 @@ import polars as pl
 
 from autointerp.storage.schemas import EXCERPTS_SCHEMA
 
+# The neuron_records columns split_records reads: not the quantile bands or the moments.
+SPLIT_COLUMNS = (
+    "layer",
+    "neuron",
+    *(
+        f"{kind}_{part}"
+        for kind in ("top", "random", "reference")
+        for part in ("excerpt_ids", "activations")
+    ),
+)
 TOP_SPLITS = ("train", "calibration", "valid", "test")
 RANDOM_SPLITS = ("calibration", "valid", "test")
 SCORING_SPLITS = RANDOM_SPLITS

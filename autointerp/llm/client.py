@@ -172,6 +172,10 @@ class LLMClient:
         started = time.monotonic()
         stale = False  # a stored body that today's parser rejects: replaced by the next one
         if self.cache is not None:
+            # The probe's reply is in the cache too: handed back as it is, not read again.
+            paid = self._paid_by_borrower.pop(key, None)
+            if paid is not None:
+                return paid
             # Cache I/O runs off the event loop: a slow disk never stalls the calls in flight.
             body = await asyncio.to_thread(self.cache.get, key)
             if body is not None:
@@ -180,9 +184,6 @@ class LLMClient:
                 except InvalidResponse:
                     stale = True
                 else:
-                    paid = self._paid_by_borrower.pop(key, None)
-                    if paid is not None:
-                        return paid
                     return self._result(key, payload, started, status="cached", parsed=parsed)
         session = self._session()
         pending = session.inflight.get(key)

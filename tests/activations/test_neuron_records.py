@@ -82,7 +82,7 @@ def test_offered_entries_keep_the_best_k_per_neuron():
 
 def test_every_excerpt_is_turned_away_let_go_or_kept_exactly_once(activations):
     # What the random sample relies on: each excerpt leaves the top-k once, or is in it at the end.
-    top = StreamingTopK(NEURONS, 5, LENGTH)
+    top = StreamingTopK(NEURONS, 5, LENGTH, reports_let_go=True)
     maxes = activations.max(axis=1)
     out: dict[int, list[int]] = {n: [] for n in range(NEURONS)}
     for start in range(0, N_EXCERPTS, 7):

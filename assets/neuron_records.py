@@ -23,7 +23,8 @@ from autointerp.activations.partial_records import (
     read_partials,
     records_frame,
 )
-from autointerp.activations.subject_model import model_identity
+from autointerp.activations.residuals import Handoff, ResidualStream
+from autointerp.activations.subject_model import SubjectModel, model_identity, resolve_device
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.progress import ProgressLog
 from autointerp.storage.hashing import content_hash
@@ -43,6 +44,44 @@ def records_version(settings: Settings, model: ModelSpec) -> str:
     # Batch size and device change no record; the weights and the dtype they run in do.
     identity = model_identity(model, settings.model_cache)
     return f"{LOGIC_VERSION}-{content_hash(settings.records.hash_content(), identity)}"
+
+
+# The deepest layer of the range a CLI run's capture is part of: a capture run that ends above
+# it leaves the residual stream for the run of the next layers (`pipelines.run_plan`).
+CAPTURE_RANGE_END_TAG = "autointerp/capture_range_end"
+
+
+def capture_handoff(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    model: ModelSpec,
+    corpus: pl.DataFrame,
+    shard: Shard | None = None,
+) -> Handoff:
+    """Where this capture run finds and leaves the residual stream between runs of its range."""
+    last = max(int(key) for key in context.partition_keys)
+    identity = {
+        "records": records_version(settings, model),  # the weights, their dtype, the settings
+        "corpus": corpus["corpus_id"][0],
+        "shard": [shard.index, shard.count] if shard else None,
+        "batch_size": model.batch_size,
+        "device": str(resolve_device(model.device)),
+    }
+    range_end = int(context.run.tags.get(CAPTURE_RANGE_END_TAG, last))
+    return Handoff(settings.home / "residuals" / model.name, identity, range_end)
+
+
+def load_for_pass(
+    subject_models: SubjectModels,
+    model: ModelSpec,
+    layers: Sequence[int],
+    entering: ResidualStream | None,
+) -> SubjectModel:
+    """The model through the deepest layer of the pass, without the blocks below its first
+    when it starts from the hidden states a run before it left."""
+    return subject_models.load(
+        model, through_layer=layers[-1], from_layer=layers[0] if entering else 0
+    )
 
 
 def _description(settings: Settings, model: ModelSpec) -> str:
@@ -104,10 +143,12 @@ def one_pass_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> dg.Output:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model, through_layer=layers_run[-1])
+        entering, leaving = capture_handoff(context, settings, model, corpus).streams(layers_run)
+        subject = load_for_pass(subject_models, model, layers_run, entering)
         context.log.info(
             f"capturing layers {layers_run} of {model.name} over {corpus.height:,} excerpts "
             f"({subject.dtype}, {subject.device}, batch {model.batch_size})"
+            + (f", from the hidden states in {entering.path}" if entering else "")
         )
         frame = capture_records(
             subject,
@@ -115,6 +156,8 @@ def one_pass_asset(
             layers_run,
             settings.records,
             progress=ProgressLog(context.log.info, "forward pass", "excerpts"),
+            entering=entering,
+            leaving=leaving,
         )
         # Writing the records peaks at several times their size: the model is not held meanwhile.
         del subject
@@ -153,7 +196,9 @@ def shard_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> pl.DataFrame:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        subject = subject_models.load(model, through_layer=layers_run[-1])
+        handoff = capture_handoff(context, settings, model, corpus, shard)  # this shard's
+        entering, leaving = handoff.streams(layers_run)
+        subject = load_for_pass(subject_models, model, layers_run, entering)
         partials = capture_partials(
             subject,
             corpus,
@@ -161,6 +206,8 @@ def shard_asset(
             settings.records,
             shard=shard,
             progress=ProgressLog(context.log.info, f"shard {shard.index}", "excerpts"),
+            entering=entering,
+            leaving=leaving,
         )
         frame = pl.concat([partial_frame(partial) for partial in partials])
         del subject

@@ -9,6 +9,7 @@ import sys
 
 from benchmarks import (
     capture,
+    capture_runs,
     interchange,
     lineage,
     llama_server,
@@ -26,6 +27,7 @@ from benchmarks import (
 
 BENCHMARKS = {
     "capture": capture.main,
+    "capture_runs": capture_runs.main,
     "memory": memory.main,
     "llm": llm.main,
     "scoring": scoring.main,

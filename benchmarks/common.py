@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,3 +63,22 @@ def best_of(repeats: int, *works: Callable[[], object]) -> list[float]:
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+GB = 2**30
+
+
+def child_usage(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command` in a child process of its own: its peak RSS (`wait4`'s ru_maxrss), wall and
+    CPU seconds. A failing child raises."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed")
+    return {
+        "peak_rss_gb": usage.ru_maxrss * 1024 / GB,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import default_settings, save
+from benchmarks.common import GB, child_usage, default_settings, save
 
-GB = 2**30
 BASE = ("0-5", 1000)
 CONFIGURATIONS = {
     "base": BASE,
@@ -70,23 +67,8 @@ def run(args: list[str], halved: bool = False) -> dict:
         env = {**os.environ, "AUTOINTERP_HOME": home, "DAGSTER_HOME": f"{home}/dagster"}
         if halved:
             env["AUTOINTERP_CONFIG"] = str(halved_config(Path(home)))
-        start = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "run", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"autointerp run {' '.join(args)} failed")
-    return {
-        "args": " ".join(args),
-        "peak_rss_gb": usage.ru_maxrss * 1024 / GB,
-        "wall_s": wall,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-    }
+        usage = child_usage([sys.executable, "-m", "pipelines.cli", "run", *args], env)
+    return {"args": " ".join(args), **usage}
 
 
 def records_gb(layers: int, excerpts_kept: int, neurons: int = 1536, tokens: int = 64) -> float:

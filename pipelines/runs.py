@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock
 
+from assets.neuron_records import CAPTURE_RANGE_END_TAG
 from autointerp.config.settings import ModelSpec, Settings
 from autointerp.errors import AutointerpError
 from autointerp.safe_text import printable
@@ -98,19 +99,27 @@ class Materializer:
         config: dict | None = None,
     ) -> str:
         """Materialize `keys` (over one range of layers), print each run's id, return the last.
-        In this process the range runs one layer per run but for its one-pass steps, so that
-        memory stays flat in the layers (`pipelines.run_plan`); Dask workers are processes of
-        their own, and there the range is one run."""
+        In this process the range runs one layer per run but for its one-pass steps (runs of
+        `capture_layers_per_run` layers), so that memory stays flat in the layers
+        (`pipelines.run_plan`); Dask workers are processes of their own, and there the range is
+        one run."""
         if partitions is None or self.settings.execution.executor == "dask":
             return self._run(keys, partitions, config)
         by_name = {key.path[-1]: key for key in keys}
         order = [str(layer) for layer in self.model.layers]
-        for names, layers in layer_runs(list(by_name), partitions, order):
-            run_id = self._run([by_name[name] for name in names], layers, config)
+        per_run = self.settings.execution.capture_layers_per_run
+        # A capture run short of the range's end leaves the residual stream to the next.
+        range_end = {CAPTURE_RANGE_END_TAG: partitions[1]}
+        for names, layers in layer_runs(list(by_name), partitions, order, per_run):
+            run_id = self._run([by_name[name] for name in names], layers, config, range_end)
         return run_id
 
     def _run(
-        self, keys: list[dg.AssetKey], partitions: tuple[str, str] | None, config: dict | None
+        self,
+        keys: list[dg.AssetKey],
+        partitions: tuple[str, str] | None,
+        config: dict | None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         model = self.model
         if config is None and model and not model.imported and self.key("corpus") in keys:
@@ -119,7 +128,7 @@ class Materializer:
             config = self.corpus_config(self.last_corpus_size())
         quiet = quiet_tracebacks(self.log_home) if self.log_home else contextlib.nullcontext()
         run_config = {**QUIET_LOGS, **(config or {})}
-        tags = {**run_tags(self.model, self.command, partitions), **self.extra_tags}
+        tags = {**run_tags(self.model, self.command, partitions), **(tags or {}), **self.extra_tags}
         with quiet as log:
             if self.settings.execution.executor == "dask":
                 result = dg.execute_job(

@@ -16,10 +16,12 @@ class SubjectModels(dg.ConfigurableResource):
     home: str
     allow_hub: bool = False
 
-    def load(self, spec: ModelSpec, through_layer: int | None = None) -> SubjectModel:
+    def load(
+        self, spec: ModelSpec, through_layer: int | None = None, from_layer: int = 0
+    ) -> SubjectModel:
         """`spec`'s model, built through `through_layer` only when given (the deepest layer
-        the step reads): see `load_subject_model`."""
-        return _load(spec, self.home, self.allow_hub, through_layer)
+        the step reads), without the blocks below `from_layer`: see `load_subject_model`."""
+        return _load(spec, self.home, self.allow_hub, through_layer, from_layer)
 
     def release(self) -> None:
         """Forget every loaded model (see `release`)."""
@@ -27,7 +29,9 @@ class SubjectModels(dg.ConfigurableResource):
 
 
 @functools.cache
-def _load(spec: ModelSpec, home: str, allow_hub: bool, through_layer: int | None) -> SubjectModel:
+def _load(
+    spec: ModelSpec, home: str, allow_hub: bool, through_layer: int | None, from_layer: int
+) -> SubjectModel:
     # Loading takes seconds (minutes for a first GGUF conversion): every asset of a run shares one.
     # The CLI drops it between runs (`release`): most runs never need it.
     return load_subject_model(
@@ -36,6 +40,7 @@ def _load(spec: ModelSpec, home: str, allow_hub: bool, through_layer: int | None
         downloads=Path(home) / "downloads",
         allow_hub=allow_hub,
         through_layer=through_layer,
+        from_layer=from_layer,
     )
 
 

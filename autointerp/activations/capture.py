@@ -20,6 +20,7 @@ import torch
 
 from autointerp.activations.neuron_records import LayerRecords, SamplingPlan, Scratch, Shard
 from autointerp.activations.partial_records import PartialRecords, records_frame
+from autointerp.activations.residuals import ResidualStream
 from autointerp.activations.subject_model import SubjectModel
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
@@ -34,18 +35,29 @@ class _StopForward(Exception):
 
 
 class ActivationHooks:
-    """Forward pre-hooks that hand each requested layer's neuron activations to a callback."""
+    """Forward pre-hooks that hand each requested layer's neuron activations to a callback.
+
+    With `entering`, the pass starts at the first requested layer from the hidden states given
+    to `run` (the blocks below are skipped: see `load_subject_model(from_layer=)`); with
+    `leaving`, it runs through the whole block of the deepest layer and hands its output (the
+    next layer's input) to `leaving`.
+    """
 
     def __init__(
         self,
         subject: SubjectModel,
         layers: Sequence[int],
         on_batch: Callable[[int, torch.Tensor], None],
+        *,
+        entering: bool = False,
+        leaving: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         self.subject, self.layers, self.on_batch = subject, sorted(layers), on_batch
+        self.entering, self.leaving = entering, leaving
+        self.hidden: torch.Tensor | None = None  # the batch's input to the first layer
 
     def __enter__(self) -> ActivationHooks:
-        deepest = self.layers[-1]
+        first, deepest = self.layers[0], self.layers[-1]
         prefix, suffix = len(self.subject.special_prefix), len(self.subject.special_suffix)
 
         def hook_for(layer: int):
@@ -53,24 +65,42 @@ class ActivationHooks:
                 # Only the text's own positions: the special tokens around it are not records.
                 values = inputs[0].detach()
                 self.on_batch(layer, values[:, prefix : values.shape[1] - suffix])
-                if layer == deepest:
+                if layer == deepest and self.leaving is None:
                     raise _StopForward
 
             return hook
+
+        def enter(_module, args, kwargs):
+            hidden = self.hidden.to(self.subject.device)
+            if args:
+                return (hidden, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        def leave(_module, _args, output: torch.Tensor):
+            self.leaving(output)
+            raise _StopForward
 
         self.handles = [
             self.subject.neuron_module(layer).register_forward_pre_hook(hook_for(layer))
             for layer in self.layers
         ]
+        if self.entering:
+            block = self.subject.layer_modules()[first]
+            self.handles.append(block.register_forward_pre_hook(enter, with_kwargs=True))
+        if self.leaving:
+            block = self.subject.layer_modules()[deepest]
+            self.handles.append(block.register_forward_hook(leave))
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self.handles:
             handle.remove()
 
-    def run(self, token_ids: torch.Tensor) -> None:
-        """Run a batch of texts' token ids (without special tokens) through the model."""
+    def run(self, token_ids: torch.Tensor, hidden: torch.Tensor | None = None) -> None:
+        """Run a batch of texts' token ids (without special tokens) through the model; `hidden`:
+        their hidden states entering the first layer, when the pass starts there."""
         token_ids = self.subject.with_special_tokens(token_ids)
+        self.hidden = hidden
         with torch.inference_mode(), contextlib.suppress(_StopForward):
             self.subject.model(
                 input_ids=token_ids.to(self.subject.device),
@@ -97,12 +127,16 @@ def capture_records(
     spec: RecordsSpec,
     *,
     progress: Callable[[int, int], None] | None = None,
+    entering: ResidualStream | None = None,
+    leaving: ResidualStream | None = None,
 ) -> pl.DataFrame:
     """Neuron records for every neuron of `layers`, from one pass over `corpus`.
 
     `progress(done, total)` is called after each batch with excerpt counts.
     """
-    partials = capture_partials(subject, corpus, layers, spec, progress=progress)
+    partials = capture_partials(
+        subject, corpus, layers, spec, progress=progress, entering=entering, leaving=leaving
+    )
     return pl.concat([records_frame(partial, spec) for partial in partials])
 
 
@@ -114,10 +148,16 @@ def capture_partials(
     *,
     shard: Shard | None = None,
     progress: Callable[[int, int], None] | None = None,
+    entering: ResidualStream | None = None,
+    leaving: ResidualStream | None = None,
 ) -> Iterator[PartialRecords]:
     """Per layer, the partial records of one pass over `shard` of `corpus` (all of it when no
     shard is given): `merge_partials` of every shard's equals the one-pass partial. The pass runs
-    at once; the partials are handed out one layer at a time."""
+    at once; the partials are handed out one layer at a time.
+
+    `entering`: the residual stream a pass over the layers below left (the pass starts from it,
+    and deletes it once read through); `leaving`: where to leave the stream after the deepest
+    layer, for a pass over the layers above (see `autointerp.activations.residuals`)."""
     layers = subject.check_layers(layers)
     excerpt_ids, tokens = token_matrix(corpus)
     specials = len(subject.special_prefix) + len(subject.special_suffix)
@@ -163,17 +203,22 @@ def capture_partials(
             in_flight.popleft().result()
         in_flight.append(worker.submit(update, layer, acts, rows))
 
+    shape = (tokens.shape[1] + specials, subject.model.get_input_embeddings().embedding_dim)
     with (
-        ActivationHooks(subject, layers, on_layer) as hooks,
+        entering.reader(subject.dtype, shape) if entering else contextlib.nullcontext() as read,
+        leaving.writer() if leaving else contextlib.nullcontext() as write,
+        ActivationHooks(subject, layers, on_layer, entering=bool(entering), leaving=write) as hooks,
         ThreadPoolExecutor(max_workers=1) as worker,
     ):
         for rows in plan.batches(subject.spec.batch_size):
-            hooks.run(torch.from_numpy(tokens[rows]))
+            hooks.run(torch.from_numpy(tokens[rows]), read(len(rows)) if read else None)
             done += len(rows)
             if progress:
                 progress(done, len(plan.order))
         while in_flight:
             in_flight.popleft().result()
+    if entering:
+        entering.remove()  # read through: the run it served is done
     # Each layer's accumulators are let go as soon as the caller has taken its partial: the peak
     # is the rows kept, not the rows and every accumulator besides.
     return (records.pop(layer).partial() for layer in layers)

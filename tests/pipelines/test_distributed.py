@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from contextlib import contextmanager
 
 import dagster as dg
@@ -39,13 +40,22 @@ def local_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOINTERP_CONFIG", str(tmp_path / "dask.toml"))
     monkeypatch.setenv("AUTOINTERP_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    with LocalCluster(
-        n_workers=2,
-        processes=True,
-        threads_per_worker=1,
-        resources={"GPU": 1},
-        dashboard_address=None,
-    ) as cluster:
+    # Workers inherit ignored signals. Dagster maps SIGTERM to SIGINT's handler, so in a pytest
+    # started with SIGINT ignored (a background job of a script) SIGTERM is ignored after the
+    # first Dagster run. Workers started then could not stop the `tail` that Dagster starts to
+    # capture each step's logs: every step would wait 30 s for each, and leave it running.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        cluster = LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address=None,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with cluster:
         yield cluster
 
 

@@ -4,9 +4,11 @@ weights, hidden size 32) through the whole graph on a small corpus, and sharded 
 - `run`: `autointerp run --layers all` in its own process: wall time, peak RSS, each table's rows
   and size on disk; `autointerp lineage` for one neuron of the last layer (in-process, best of 3)
   against reading the whole scores table once.
-- `shards`: corpus + neuron_records for all 48 layers over EXCERPTS excerpts, each configuration
-  in its own process and home: one pass in-process (the baseline) against 3 corpus shards plus the
-  merge on dagster-dask with a LocalCluster of 2 worker processes (cluster start-up included).
+- `shards`: corpus + neuron_records for all 48 layers over SHARD_EXCERPTS excerpts, each
+  configuration in its own process and home: one pass in-process (the baseline) against runs of
+  6 layers in-process that hand the residual stream on (the default), and 3 corpus shards plus
+  the merge on dagster-dask with a LocalCluster of 2 worker processes (cluster start-up
+  included).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from benchmarks.common import best_of, save
 EXPLAINED = 4
 EXCERPTS = 64
 SHARD_EXCERPTS = 384
-DASK = '\n[execution]\nexecutor = "dask"\nworkers = 2\ncapture_shards = 3\n'
+CAPTURES = {
+    "one_pass_in_process": "\n[execution]\ncapture_layers_per_run = 0\n",
+    "runs_of_6_in_process": "",
+    "three_shards_dask_2_workers": (
+        '\n[execution]\nexecutor = "dask"\nworkers = 2\ncapture_shards = 3\n'
+    ),
+}
 PREFIX = "gpt2_xl_shaped"
 
 
@@ -123,16 +131,21 @@ def records_only() -> None:
 
 def sharded_capture(folder: Path) -> dict:
     found = {}
-    for name, extra in (("one_pass_in_process", ""), ("three_shards_dask_2_workers", DASK)):
+    for name, extra in CAPTURES.items():
         config = write_project(folder / name, explained=EXPLAINED, extra=extra)
         env = _environment(folder / name / "home", config)
         found[name] = _timed(["benchmarks.scale", "records"], env)
-    ratio = found["three_shards_dask_2_workers"]["wall_s"] / found["one_pass_in_process"]["wall_s"]
+    base = found["one_pass_in_process"]
     return {
         "excerpts": SHARD_EXCERPTS,
         "layers": 48,
         **found,
-        "dask_over_one_pass": round(ratio, 2),
+        **{
+            f"{name}_over_one_pass": {
+                what: round(found[name][what] / base[what], 2) for what in ("wall_s", "peak_rss_gb")
+            }
+            for name in list(CAPTURES)[1:]
+        },
     }
 
 

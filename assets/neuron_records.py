@@ -55,13 +55,15 @@ def capture_handoff(
     context: dg.AssetExecutionContext,
     settings: Settings,
     model: ModelSpec,
+    version: str,
     corpus: pl.DataFrame,
     shard: Shard | None = None,
 ) -> Handoff:
-    """Where this capture run finds and leaves the residual stream between runs of its range."""
+    """Where this capture run finds and leaves the residual stream between runs of its range.
+    `version`: the records' code version (the weights, their dtype, the records settings)."""
     last = max(int(key) for key in context.partition_keys)
     identity = {
-        "records": records_version(settings, model),  # the weights, their dtype, the settings
+        "records": version,
         "corpus": corpus["corpus_id"][0],
         "shard": [shard.index, shard.count] if shard else None,
         "batch_size": model.batch_size,
@@ -125,6 +127,8 @@ def one_pass_asset(
     layers: dg.PartitionsDefinition,
     deps: Sequence[dg.AssetKey],
 ) -> dg.AssetsDefinition:
+    version = records_version(settings, model)
+
     @dg.asset(
         key=[model.key_prefix, "neuron_records"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
@@ -133,7 +137,7 @@ def one_pass_asset(
         # Several layer partitions in one run share one forward pass over the corpus.
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=model.key_prefix,
-        code_version=records_version(settings, model),
+        code_version=version,
         description=_description(settings, model),
         metadata={"partition_column": "layer", "row_group_rows": RECORDS_ROW_GROUP_ROWS},
         kinds={"delta", "polars", "pytorch"},
@@ -143,7 +147,8 @@ def one_pass_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> dg.Output:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        entering, leaving = capture_handoff(context, settings, model, corpus).streams(layers_run)
+        handoff = capture_handoff(context, settings, model, version, corpus)
+        entering, leaving = handoff.streams(layers_run)
         subject = load_for_pass(subject_models, model, layers_run, entering)
         context.log.info(
             f"capturing layers {layers_run} of {model.name} over {corpus.height:,} excerpts "
@@ -175,6 +180,8 @@ def shard_asset(
     shard: Shard,
     deps: Sequence[dg.AssetKey],
 ) -> dg.AssetsDefinition:
+    version = records_version(settings, model)
+
     @dg.asset(
         key=[model.key_prefix, f"{SHARD_PREFIX}{shard.index}"],
         ins={"corpus": dg.AssetIn(key=[model.key_prefix, "corpus"])},
@@ -182,7 +189,7 @@ def shard_asset(
         partitions_def=layers,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=model.key_prefix,
-        code_version=f"{SHARD_LOGIC_VERSION}-{shard.count}-{records_version(settings, model)}",
+        code_version=f"{SHARD_LOGIC_VERSION}-{shard.count}-{version}",
         description=(
             f"Partial neuron records of corpus shard {shard.index} of {shard.count} (the "
             f"{shard.index + 1}th contiguous run of excerpts): candidate excerpts, central "
@@ -196,7 +203,7 @@ def shard_asset(
         context: dg.AssetExecutionContext, corpus: pl.DataFrame, subject_models: SubjectModels
     ) -> pl.DataFrame:
         layers_run = sorted(int(key) for key in context.partition_keys)
-        handoff = capture_handoff(context, settings, model, corpus, shard)  # this shard's
+        handoff = capture_handoff(context, settings, model, version, corpus, shard)
         entering, leaving = handoff.streams(layers_run)
         subject = load_for_pass(subject_models, model, layers_run, entering)
         partials = capture_partials(

@@ -16,34 +16,22 @@ from pathlib import Path
 
 from autointerp.activations.capture import capture_records
 from autointerp.activations.residuals import Handoff
-from autointerp.activations.subject_model import SubjectModel, load_subject_model
-from autointerp.config.settings import Settings
-from benchmarks.common import child_usage, corpus, default_settings, save
+from benchmarks.common import child_usage, corpus, default_settings, save, subject
 
 LAYERS, PER_RUN, EXCERPTS = 12, 6, 1000
 PLANS = ("one_pass", "handed_on", "recomputed")
 
 
-def load(settings: Settings, **layers: int) -> SubjectModel:
-    return load_subject_model(
-        settings.model(),
-        cache_dir=settings.model_cache,
-        downloads=settings.downloads,
-        allow_hub=False,
-        **layers,
-    )
-
-
 def capture(plan: str, residuals: Path) -> None:
     """The runs of `plan`, one after another in this process, as the CLI's capture runs are."""
     settings = default_settings()
-    frame = corpus(settings, load(settings, through_layer=0), EXCERPTS)  # its tokenizer
+    frame = corpus(settings, subject(settings, through_layer=0), EXCERPTS)  # its tokenizer
     per_run = LAYERS if plan == "one_pass" else PER_RUN
     handoff = Handoff(residuals, "benchmark", LAYERS - 1 if plan == "handed_on" else 0)
     for first in range(0, LAYERS, per_run):
         layers = list(range(first, first + per_run))
         entering, leaving = handoff.streams(layers)
-        model = load(settings, through_layer=layers[-1], from_layer=first if entering else 0)
+        model = subject(settings, through_layer=layers[-1], from_layer=first if entering else 0)
         records = capture_records(
             model, frame, layers, settings.records, entering=entering, leaving=leaving
         )

@@ -25,14 +25,19 @@ def default_settings() -> Settings:
     return settings
 
 
-def subject(settings: Settings, dtype: str | None = None) -> SubjectModel:
+def subject(settings: Settings, dtype: str | None = None, **layers: int) -> SubjectModel:
+    """The default model (in `dtype`, when given); `layers`: `through_layer`, `from_layer`."""
     spec = settings.model()
     if dtype:
         from dataclasses import replace
 
         spec = replace(spec, dtype=dtype)
     return load_subject_model(
-        spec, cache_dir=settings.model_cache, downloads=settings.downloads, allow_hub=False
+        spec,
+        cache_dir=settings.model_cache,
+        downloads=settings.downloads,
+        allow_hub=False,
+        **layers,
     )
 
 

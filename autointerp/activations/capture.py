@@ -37,8 +37,8 @@ class _StopForward(Exception):
 class ActivationHooks:
     """Forward pre-hooks that hand each requested layer's neuron activations to a callback.
 
-    With `entering`, the pass starts at the first requested layer from the hidden states given
-    to `run` (the blocks below are skipped: see `load_subject_model(from_layer=)`); with
+    On a model loaded without the blocks below its first layer (`load_subject_model(from_layer=)`),
+    the pass starts at that layer from the hidden states given to `run`; with
     `leaving`, it runs through the whole block of the deepest layer and hands its output (the
     next layer's input) to `leaving`.
     """
@@ -49,15 +49,14 @@ class ActivationHooks:
         layers: Sequence[int],
         on_batch: Callable[[int, torch.Tensor], None],
         *,
-        entering: bool = False,
         leaving: Callable[[torch.Tensor], None] | None = None,
     ) -> None:
         self.subject, self.layers, self.on_batch = subject, sorted(layers), on_batch
-        self.entering, self.leaving = entering, leaving
+        self.leaving = leaving
         self.hidden: torch.Tensor | None = None  # the batch's input to the first layer
 
     def __enter__(self) -> ActivationHooks:
-        first, deepest = self.layers[0], self.layers[-1]
+        deepest = self.layers[-1]
         prefix, suffix = len(self.subject.special_prefix), len(self.subject.special_suffix)
 
         def hook_for(layer: int):
@@ -84,8 +83,8 @@ class ActivationHooks:
             self.subject.neuron_module(layer).register_forward_pre_hook(hook_for(layer))
             for layer in self.layers
         ]
-        if self.entering:
-            block = self.subject.layer_modules()[first]
+        if self.subject.first_layer:
+            block = self.subject.layer_modules()[self.subject.first_layer]
             self.handles.append(block.register_forward_pre_hook(enter, with_kwargs=True))
         if self.leaving:
             block = self.subject.layer_modules()[deepest]
@@ -159,6 +158,11 @@ def capture_partials(
     and deletes it once read through); `leaving`: where to leave the stream after the deepest
     layer, for a pass over the layers above (see `autointerp.activations.residuals`)."""
     layers = subject.check_layers(layers)
+    if subject.first_layer and entering is None:
+        raise InputError(
+            f"the model was loaded from layer {subject.first_layer}: a pass over it starts from "
+            "the residual stream a pass over the layers below left"
+        )
     excerpt_ids, tokens = token_matrix(corpus)
     specials = len(subject.special_prefix) + len(subject.special_suffix)
     if tokens.shape[1] + specials > subject.context_length:
@@ -207,7 +211,7 @@ def capture_partials(
     with (
         entering.reader(subject.dtype, shape) if entering else contextlib.nullcontext() as read,
         leaving.writer() if leaving else contextlib.nullcontext() as write,
-        ActivationHooks(subject, layers, on_layer, entering=bool(entering), leaving=write) as hooks,
+        ActivationHooks(subject, layers, on_layer, leaving=write) as hooks,
         ThreadPoolExecutor(max_workers=1) as worker,
     ):
         for rows in plan.batches(subject.spec.batch_size):

@@ -143,6 +143,7 @@ class RuleSubject:
     spec: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(batch_size=4))
     special_prefix: tuple[int, ...] = ()
     special_suffix: tuple[int, ...] = ()
+    first_layer: int = 0  # every block is there
     with_special_tokens = SubjectModel.with_special_tokens
 
     def __post_init__(self) -> None:
